@@ -1,0 +1,131 @@
+//! Databases behind one small trait. Each backend runs configured statements with bound
+//! parameters only, reduces its driver's errors to `DbError` (step, transient or permanent,
+//! SQLSTATE), and leaves policy — what a row means, when to commit — to `app.rs`.
+//!
+//! The DSN picks the backend: `sqlite:PATH`, `postgres://…`, `mysql://…`, or else an ODBC
+//! connect string. Each backend is a cargo feature; a DSN for one that was not built in says
+//! so by name.
+
+use std::time::Duration;
+
+use crate::config::Statement;
+use crate::error::{DbError, DbStep, Retry};
+use crate::macros::{Macros, Value};
+
+#[cfg(feature = "sqlite")]
+mod sqlite;
+
+/// The first row a statement returned, each column as a macro value (`$1`, `$2`, …).
+pub type Row = Vec<Value<'static>>;
+
+/// Limits every backend applies.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    pub connect: Duration,
+    pub statement: Duration,
+}
+
+/// A connection to the mail store.
+pub trait Backend {
+    /// Runs a configured statement and returns its first row, if any. When the statement
+    /// has a CheckReturn value it is a procedure call, and the row's first column is the
+    /// procedure's return value (each backend documents how it calls one).
+    fn run(&mut self, statement: &Statement, macros: &Macros<'_>) -> Result<Option<Row>, DbError>;
+
+    /// Starts the transaction that `Deliver` runs in.
+    fn begin(&mut self) -> Result<(), DbError>;
+
+    /// Makes the delivery durable; success is reported to the MTA only after this returns.
+    fn commit(&mut self) -> Result<(), DbError>;
+
+    /// Undoes everything since `begin`.
+    fn rollback(&mut self) -> Result<(), DbError>;
+}
+
+/// The database a DSN names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target<'a> {
+    Sqlite(&'a str),
+    Postgres,
+    Mysql,
+    Odbc,
+}
+
+impl<'a> Target<'a> {
+    pub fn of(dsn: &'a str) -> Target<'a> {
+        let lower = dsn.trim_start().to_ascii_lowercase();
+        if lower.starts_with("sqlite:") {
+            let rest = &dsn.trim_start()["sqlite:".len()..];
+            Target::Sqlite(rest.strip_prefix("//").unwrap_or(rest))
+        } else if lower.starts_with("postgres://") || lower.starts_with("postgresql://") {
+            Target::Postgres
+        } else if lower.starts_with("mysql://") || lower.starts_with("mariadb://") {
+            Target::Mysql
+        } else {
+            Target::Odbc
+        }
+    }
+}
+
+/// Opens the database named by `dsn`.
+pub fn connect(dsn: &str, limits: Limits) -> Result<Box<dyn Backend>, DbError> {
+    match Target::of(dsn) {
+        #[cfg(feature = "sqlite")]
+        Target::Sqlite(path) => Ok(Box::new(sqlite::Sqlite::open(path, limits)?)),
+        #[cfg(not(feature = "sqlite"))]
+        Target::Sqlite(_) => Err(not_built("SQLite", "sqlite")),
+        Target::Postgres => Err(not_built("PostgreSQL", "postgres")),
+        Target::Mysql => Err(not_built("MySQL/MariaDB", "mysql")),
+        Target::Odbc => Err(not_built("ODBC", "odbc")),
+    }
+}
+
+fn not_built(name: &str, feature: &str) -> DbError {
+    DbError::new(
+        DbStep::Connect,
+        Retry::Transient,
+        format!("this virt_mail was built without {name} support (cargo feature `{feature}`)"),
+    )
+}
+
+/// Whether a returned value equals the configured CheckReturn integer ("1", " 1 ", "1.0").
+pub fn returned(row: Option<&Row>, expected: i64) -> bool {
+    let Some(first) = row.and_then(|r| r.first()) else {
+        return false;
+    };
+    let text = first.to_text();
+    let text = text.trim();
+    match text.parse::<i64>() {
+        Ok(n) => n == expected,
+        Err(_) => text.parse::<f64>().is_ok_and(|f| f == expected as f64),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::borrow::Cow;
+
+    #[test]
+    fn dsn_selects_the_backend() {
+        assert_eq!(Target::of("sqlite:/var/mail.db"), Target::Sqlite("/var/mail.db"));
+        assert_eq!(Target::of("sqlite:///var/mail.db"), Target::Sqlite("/var/mail.db"));
+        assert_eq!(Target::of("SQLite:rel.db"), Target::Sqlite("rel.db"));
+        assert_eq!(Target::of("postgresql://u@h/db"), Target::Postgres);
+        assert_eq!(Target::of("mariadb://u@h/db"), Target::Mysql);
+        assert_eq!(Target::of("DSN=Virtuoso;UID=dba"), Target::Odbc);
+        assert_eq!(Target::of("Virtuoso"), Target::Odbc);
+    }
+
+    #[test]
+    fn return_values_compare_as_integers() {
+        let row = |s: &'static str| Some(vec![Value::Text(Cow::Borrowed(s))]);
+        assert!(returned(row("1").as_ref(), 1));
+        assert!(returned(row(" 1 ").as_ref(), 1));
+        assert!(returned(row("1.0").as_ref(), 1));
+        assert!(!returned(row("0").as_ref(), 1));
+        assert!(!returned(row("").as_ref(), 0), "empty is not zero");
+        assert!(!returned(None, 0));
+        assert!(!returned(Some(&Vec::new()), 0));
+    }
+}

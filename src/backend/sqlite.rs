@@ -1,0 +1,172 @@
+//! SQLite, the embedded default (`sqlite:PATH`).
+//!
+//! WAL journal with `synchronous = FULL`, so a commit is on disk before we report delivery;
+//! `BEGIN IMMEDIATE` plus a busy timeout, so parallel deliveries queue for the write lock
+//! instead of failing; a progress handler that interrupts a statement past its time limit.
+//! The file is never created: a missing database is a fault to fix, and the mail waits.
+//! `CheckReturn` here means the statement's first column (e.g. `INSERT … RETURNING`).
+
+use std::time::Instant;
+
+use rusqlite::types::ValueRef;
+use rusqlite::{Connection, ErrorCode, OpenFlags};
+
+use super::{Backend, Limits, Row};
+use crate::config::Statement;
+use crate::error::{DbError, DbStep, Retry};
+use crate::macros::{Macros, Placeholder, Value};
+
+/// Progress-handler granularity, in VM instructions (cheap: a clock read per call).
+const PROGRESS_OPS: i32 = 10_000;
+
+pub struct Sqlite {
+    conn: Connection,
+    limits: Limits,
+}
+
+impl Sqlite {
+    pub fn open(path: &str, limits: Limits) -> Result<Sqlite, DbError> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(path, flags)
+            .map_err(|e| error(DbStep::Connect, e, &format!("{path}: ")))?;
+        let setup = || -> rusqlite::Result<()> {
+            conn.busy_timeout(limits.statement)?;
+            let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+            if !mode.eq_ignore_ascii_case("wal") {
+                crate::debug!("sqlite: journal_mode is {mode}, WAL not available");
+            }
+            conn.execute_batch("PRAGMA synchronous = FULL")
+        };
+        setup().map_err(|e| error(DbStep::Connect, e, &format!("{path}: ")))?;
+        Ok(Sqlite { conn, limits })
+    }
+
+    fn arm_timeout(&mut self) {
+        let deadline = Instant::now() + self.limits.statement;
+        self.conn
+            .progress_handler(PROGRESS_OPS, Some(move || Instant::now() > deadline))
+            .ok();
+    }
+}
+
+impl Backend for Sqlite {
+    fn run(&mut self, statement: &Statement, macros: &Macros<'_>) -> Result<Option<Row>, DbError> {
+        let bound = statement.template.bind(macros, Placeholder::Question);
+        self.arm_timeout();
+        let mut stmt = self
+            .conn
+            .prepare(&bound.sql)
+            .map_err(|e| error(DbStep::Prepare, e, ""))?;
+        for (i, value) in bound.params.iter().enumerate() {
+            let result = match value {
+                Value::Text(t) => stmt.raw_bind_parameter(i + 1, t.as_ref()),
+                Value::Bytes(b) => stmt.raw_bind_parameter(i + 1, b.as_ref()),
+            };
+            result.map_err(|e| error(DbStep::Prepare, e, ""))?;
+        }
+        let columns = stmt.column_count();
+        let mut rows = stmt.raw_query();
+        let mut first = None;
+        // Step to the end: an INSERT … RETURNING completes only when all its rows are read.
+        while let Some(row) = rows.next().map_err(|e| error(DbStep::Execute, e, ""))? {
+            if first.is_none() {
+                let mut values = Vec::with_capacity(columns);
+                for i in 0..columns {
+                    let v = row.get_ref(i).map_err(|e| error(DbStep::Execute, e, ""))?;
+                    values.push(to_value(v));
+                }
+                first = Some(values);
+            }
+        }
+        Ok(first)
+    }
+
+    fn begin(&mut self) -> Result<(), DbError> {
+        // IMMEDIATE takes the write lock now (waiting up to the busy timeout), so the
+        // transaction never has to upgrade a read lock and fail with SQLITE_BUSY midway.
+        self.conn
+            .execute_batch("BEGIN IMMEDIATE")
+            .map_err(|e| error(DbStep::Execute, e, "BEGIN: "))
+    }
+
+    fn commit(&mut self) -> Result<(), DbError> {
+        self.conn
+            .execute_batch("COMMIT")
+            .map_err(|e| error(DbStep::Commit, e, "COMMIT: "))
+    }
+
+    fn rollback(&mut self) -> Result<(), DbError> {
+        if self.conn.is_autocommit() {
+            return Ok(());
+        }
+        self.conn
+            .execute_batch("ROLLBACK")
+            .map_err(|e| error(DbStep::Execute, e, "ROLLBACK: "))
+    }
+}
+
+fn to_value(v: ValueRef<'_>) -> Value<'static> {
+    match v {
+        ValueRef::Null => Value::empty(),
+        ValueRef::Integer(i) => Value::Text(i.to_string().into()),
+        ValueRef::Real(f) => Value::Text(f.to_string().into()),
+        ValueRef::Text(t) => match std::str::from_utf8(t) {
+            Ok(s) => Value::Text(s.to_string().into()),
+            Err(_) => Value::Bytes(t.to_vec().into()),
+        },
+        ValueRef::Blob(b) => Value::Bytes(b.to_vec().into()),
+    }
+}
+
+/// SQLite result codes that a later attempt can get past: locks, I/O, space, memory, our
+/// own interrupt, and a database file that is missing, unreadable or damaged (an
+/// administrator's problem, not the sender's: the mail waits for the fix).
+fn is_transient(code: ErrorCode) -> bool {
+    matches!(
+        code,
+        ErrorCode::DatabaseBusy
+            | ErrorCode::DatabaseLocked
+            | ErrorCode::OutOfMemory
+            | ErrorCode::ReadOnly
+            | ErrorCode::OperationInterrupted
+            | ErrorCode::OperationAborted
+            | ErrorCode::SystemIoFailure
+            | ErrorCode::DatabaseCorrupt
+            | ErrorCode::NotFound
+            | ErrorCode::DiskFull
+            | ErrorCode::CannotOpen
+            | ErrorCode::FileLockingProtocolFailed
+            | ErrorCode::SchemaChanged
+            | ErrorCode::NoLargeFileSupport
+            | ErrorCode::NotADatabase
+            | ErrorCode::PermissionDenied
+            | ErrorCode::InternalMalfunction
+    )
+}
+
+fn error(step: DbStep, e: rusqlite::Error, context: &str) -> DbError {
+    let (retry, code) = match &e {
+        rusqlite::Error::SqliteFailure(f, _) => {
+            let retry = if is_transient(f.code) {
+                Retry::Transient
+            } else {
+                Retry::Permanent
+            };
+            (retry, Some(format!("sqlite {}", f.extended_code)))
+        }
+        _ => (Retry::Permanent, None),
+    };
+    let message = match (&e, retry) {
+        (rusqlite::Error::SqliteFailure(f, _), Retry::Transient)
+            if f.code == ErrorCode::OperationInterrupted =>
+        {
+            format!("{context}statement time limit reached ({e})")
+        }
+        _ => format!("{context}{e}"),
+    };
+    let error = DbError::new(step, retry, message);
+    match code {
+        Some(code) => error.with_native(code),
+        None => error,
+    }
+}

@@ -1,0 +1,323 @@
+//! The configuration file: checked (type, parse, permissions) in the original's order, then
+//! turned into a typed `Config` whose SQL and Fallback are already scanned, so a broken
+//! statement is reported with its file and line before any mail is touched.
+
+use std::fs::{self, File};
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::error::{Bounce, Error};
+use crate::fallback::FallbackCommand;
+use crate::ini::{self, Ini};
+use crate::macros::Template;
+
+/// A configured statement and, when set, the return value that means success.
+#[derive(Clone, Debug)]
+pub struct Statement {
+    pub template: Template,
+    /// `VerifyCheckReturn` / `DeliverCheckReturn`: the statement is a procedure call.
+    pub check_return: Option<i64>,
+}
+
+/// The tool's own time limits. Each defers the mail when it fires; the defaults leave a wide
+/// margin below the MTAs' limits (Postfix pipe: 1000 s, Exim: 1 h).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub statement: Duration,
+    pub read: Duration,
+    pub fallback: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Timeouts {
+        Timeouts {
+            connect: Duration::from_secs(30),
+            statement: Duration::from_secs(60),
+            read: Duration::from_secs(300),
+            fallback: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Everything the delivery needs from the file, validated.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub path: PathBuf,
+    /// Where the mail goes: a native URL or an ODBC connect string (may hold a password).
+    pub dsn: String,
+    pub max_message_size: Option<u64>,
+    pub remove_prefix: Option<String>,
+    pub unix_from_line: bool,
+    pub mail_debug: Option<PathBuf>,
+    pub verify: Option<Statement>,
+    pub deliver: Statement,
+    pub fallback: Option<FallbackCommand>,
+    pub timeouts: Timeouts,
+    /// `[Environment]`, first occurrence of each name, not macro-expanded.
+    pub environment: Vec<(String, String)>,
+    /// Things an administrator should know but that do not stop delivery (shown by --debug).
+    pub warnings: Vec<String>,
+    bounce: Vec<(String, String)>,
+}
+
+/// Keys of `[Options]`; anything else is reported as a warning, since a misspelt `Verify`
+/// would otherwise silently accept every recipient.
+const OPTION_KEYS: &[&str] = &[
+    "DSN",
+    "HOST",
+    "PORT",
+    "UID",
+    "PWD",
+    "MaxMessageSize",
+    "RemovePrefix",
+    "UnixFromLine",
+    "MailDebug",
+    "Verify",
+    "VerifyCheckReturn",
+    "Deliver",
+    "DeliverCheckReturn",
+    "Fallback",
+    "ConnectTimeout",
+    "StatementTimeout",
+    "ReadTimeout",
+    "FallbackTimeout",
+];
+
+impl Config {
+    /// Reads and checks the file: missing or unreadable → EX_OSFILE, not a regular file or
+    /// unparsable → EX_CONFIG, group/world-writable → EX_TEMPFAIL.
+    pub fn load(path: &Path) -> Result<Config, Error> {
+        let open_error = |source| Error::ConfigOpen {
+            path: path.to_path_buf(),
+            source,
+        };
+        let invalid = |reason: String| Error::ConfigInvalid {
+            path: path.to_path_buf(),
+            reason,
+        };
+        // stat before open: opening a FIFO or a device could block or have side effects.
+        let meta = fs::metadata(path).map_err(open_error)?;
+        if !meta.is_file() {
+            return Err(invalid("not a regular file".into()));
+        }
+        let mut file = File::open(path).map_err(open_error)?;
+        let mode = file.metadata().map_err(open_error)?.permissions().mode();
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes).map_err(open_error)?;
+        let text = String::from_utf8(bytes).map_err(|e| {
+            let line = 1 + e.as_bytes()[..e.utf8_error().valid_up_to()]
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count();
+            invalid(format!("line {line}: not valid UTF-8"))
+        })?;
+        let ini =
+            ini::parse(&text).map_err(|e| invalid(format!("line {}: {}", e.line, e.reason)))?;
+        if mode & 0o022 != 0 {
+            return Err(Error::ConfigPermissions {
+                path: path.to_path_buf(),
+            });
+        }
+        Config::from_ini(path, &ini)
+    }
+
+    /// Builds the typed configuration from a parsed file.
+    pub fn from_ini(path: &Path, ini: &Ini) -> Result<Config, Error> {
+        let invalid = |line: usize, reason: String| Error::ConfigInvalid {
+            path: path.to_path_buf(),
+            reason: format!("line {line}: {reason}"),
+        };
+        let option = |key: &str| {
+            ini.get("Options", key)
+                .filter(|e| !e.value.is_empty())
+                .map(|e| (e.value.as_str(), e.line))
+        };
+        let text = |key: &str| option(key).map(|(v, _)| v.to_string());
+        let number = |key: &str| option(key).map(|(v, _)| ini::parse_number(v));
+        let seconds = |key: &str, default: Duration| match number(key) {
+            Some(n) if n > 0 => Duration::from_secs(n as u64),
+            _ => default,
+        };
+        let statement = |key: &str, check_key: &str| -> Result<Option<Statement>, Error> {
+            let Some((sql, line)) = option(key) else {
+                return Ok(None);
+            };
+            let template =
+                Template::parse(sql).map_err(|reason| invalid(line, format!("{key}: {reason}")))?;
+            Ok(Some(Statement {
+                template,
+                check_return: number(check_key),
+            }))
+        };
+
+        let deliver = statement("Deliver", "DeliverCheckReturn")?.ok_or(Error::MissingDeliver {
+            path: path.to_path_buf(),
+        })?;
+        let fallback = match option("Fallback") {
+            Some((command, line)) => Some(
+                FallbackCommand::parse(command)
+                    .map_err(|reason| invalid(line, format!("Fallback: {reason}")))?,
+            ),
+            None => None,
+        };
+        let remove_prefix = ini
+            .get("Options", "RemovePrefix")
+            .or_else(|| ini.get("Translate", "RemovePrefix"))
+            .map(|e| e.value.clone())
+            .filter(|v| !v.is_empty());
+        let defaults = Timeouts::default();
+
+        let mut warnings = Vec::new();
+        if let Some(options) = ini.section("Options") {
+            for entry in options.unique_entries() {
+                if !OPTION_KEYS.iter().any(|k| k.eq_ignore_ascii_case(&entry.key)) {
+                    warnings.push(format!(
+                        "{}:{}: unknown key {} in [Options] (ignored)",
+                        path.display(),
+                        entry.line,
+                        entry.key
+                    ));
+                }
+            }
+        }
+        let pairs = |section: &str| -> Vec<(String, String)> {
+            ini.section(section)
+                .map(|s| {
+                    s.unique_entries()
+                        .map(|e| (e.key.clone(), e.value.clone()))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+
+        Ok(Config {
+            path: path.to_path_buf(),
+            dsn: text("DSN").unwrap_or_else(|| composed_dsn(&text)),
+            max_message_size: number("MaxMessageSize")
+                .filter(|&n| n > 0)
+                .map(|n| n as u64),
+            remove_prefix,
+            unix_from_line: number("UnixFromLine").unwrap_or(0) != 0,
+            mail_debug: text("MailDebug").map(PathBuf::from),
+            verify: statement("Verify", "VerifyCheckReturn")?,
+            deliver,
+            fallback,
+            timeouts: Timeouts {
+                connect: seconds("ConnectTimeout", defaults.connect),
+                statement: seconds("StatementTimeout", defaults.statement),
+                read: seconds("ReadTimeout", defaults.read),
+                fallback: seconds("FallbackTimeout", defaults.fallback),
+            },
+            environment: pairs("Environment"),
+            warnings,
+            bounce: pairs("Bounce"),
+        })
+    }
+
+    /// The `[Bounce]` entry for a failure, as written (macros not yet expanded).
+    pub fn bounce_text(&self, kind: Bounce) -> Option<&str> {
+        self.bounce
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(kind.key()))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The passwords this configuration holds, so that no output can ever show them.
+    pub fn secrets(&self) -> Vec<String> {
+        crate::report::dsn_secrets(&self.dsn)
+    }
+}
+
+/// The original's connect string when no `DSN` is given: Virtuoso on HOST:PORT.
+fn composed_dsn(text: &dyn Fn(&str) -> Option<String>) -> String {
+    let host = text("HOST").unwrap_or_else(|| "localhost".into());
+    let port = text("PORT")
+        .map(|p| ini::parse_number(&p))
+        .filter(|p| (1..=65534).contains(p))
+        .unwrap_or(1111);
+    let uid = text("UID").unwrap_or_else(|| "dba".into());
+    let pwd = text("PWD").unwrap_or_else(|| "dba".into());
+    format!("DSN=noname;HOST={host}:{port};UID={uid};PWD={pwd}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(text: &str) -> Result<Config, Error> {
+        Config::from_ini(Path::new("t.ini"), &ini::parse(text).unwrap())
+    }
+
+    #[test]
+    fn dsn_is_composed_from_host_port_uid_pwd_with_defaults() {
+        let c = config("[Options]\nDeliver = x\n").unwrap();
+        assert_eq!(c.dsn, "DSN=noname;HOST=localhost:1111;UID=dba;PWD=dba");
+        let c = config("[Options]\nHOST=db\nPORT=1112\nUID=u\nPWD=p\nDeliver = x\n").unwrap();
+        assert_eq!(c.dsn, "DSN=noname;HOST=db:1112;UID=u;PWD=p");
+        for bad in ["0", "65535", "-1", "x"] {
+            let c = config(&format!("[Options]\nPORT={bad}\nDeliver = x\n")).unwrap();
+            assert!(c.dsn.contains(":1111;"), "{bad}");
+        }
+    }
+
+    #[test]
+    fn missing_deliver_is_a_config_error() {
+        let e = config("[Options]\nVerify = select 1\n").unwrap_err();
+        assert!(matches!(e, Error::MissingDeliver { .. }));
+        assert!(matches!(config("[Bounce]\nTooLong = x\n").unwrap_err(), Error::MissingDeliver { .. }));
+    }
+
+    #[test]
+    fn max_message_size_zero_negative_or_text_is_unlimited() {
+        for v in ["0", "-5", "lots", ""] {
+            let c = config(&format!("[Options]\nMaxMessageSize = {v}\nDeliver = x\n")).unwrap();
+            assert_eq!(c.max_message_size, None, "{v}");
+        }
+        let c = config("[Options]\nMaxMessageSize = 0x100\nDeliver = x\n").unwrap();
+        assert_eq!(c.max_message_size, Some(256));
+    }
+
+    #[test]
+    fn remove_prefix_from_options_or_translate() {
+        let c = config("[Options]\nDeliver = x\n[Translate]\nRemovePrefix = db-\n").unwrap();
+        assert_eq!(c.remove_prefix.as_deref(), Some("db-"));
+        let c = config("[Options]\nRemovePrefix = a-\nDeliver = x\n[Translate]\nRemovePrefix = b-\n")
+            .unwrap();
+        assert_eq!(c.remove_prefix.as_deref(), Some("a-"));
+    }
+
+    #[test]
+    fn bad_sql_is_reported_with_its_line() {
+        let e = config("[Options]\n\nDeliver = insert into m values ('$local)\n").unwrap_err();
+        let text = e.to_string();
+        assert!(text.contains("line 3") && text.contains("Deliver"), "{text}");
+    }
+
+    #[test]
+    fn timeouts_default_and_override() {
+        let c = config("[Options]\nDeliver = x\nStatementTimeout = 5\nReadTimeout = 0\n").unwrap();
+        assert_eq!(c.timeouts.statement, Duration::from_secs(5));
+        assert_eq!(c.timeouts.read, Timeouts::default().read);
+    }
+
+    #[test]
+    fn unknown_keys_warn() {
+        let c = config("[Options]\nDeliver = x\nVerfy = select 1\n").unwrap();
+        assert_eq!(c.warnings.len(), 1);
+        assert!(c.warnings[0].contains("Verfy"));
+    }
+
+    #[test]
+    fn check_return_and_bounce_texts() {
+        let c = config(
+            "[Options]\nDeliver = x\nDeliverCheckReturn = 1\n[Bounce]\nuserunknown = no $local\n",
+        )
+        .unwrap();
+        assert_eq!(c.deliver.check_return, Some(1));
+        assert_eq!(c.bounce_text(Bounce::UserUnknown), Some("no $local"));
+        assert_eq!(c.bounce_text(Bounce::TooLong), None);
+    }
+}

@@ -1,0 +1,19 @@
+//! virt_mail: a local delivery agent that stores mail with SQL.
+//!
+//! The modules follow a delivery's data path: command line (`args`) → configuration
+//! (`ini`, `config`) → envelope → message → macros → backend (Verify, Deliver) → fallback →
+//! exit code. `app` strings them together; `main.rs` only parses, runs and exits.
+
+pub mod app;
+pub mod args;
+pub mod backend;
+pub mod config;
+pub mod envelope;
+pub mod error;
+pub mod exit;
+pub mod fallback;
+pub mod ini;
+pub mod macros;
+pub mod message;
+pub mod report;
+pub mod signals;

@@ -1,0 +1,223 @@
+//! The message: standard input read once, under a size cap and a time limit, into the buffer
+//! that is later bound to `Deliver`. Bytes are kept exactly (NUL, CR, 8-bit); in qmail and
+//! courier mode the envelope header lines from the environment go in front of them.
+
+use std::ffi::OsString;
+use std::fs::OpenOptions;
+use std::io::{self, Read, Write};
+use std::os::fd::AsFd;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+
+use crate::error::Error;
+use crate::exit::Mailer;
+
+/// Bytes asked for per read from a pipe (its usual capacity); regular files read in larger steps.
+const PIPE_CHUNK: usize = 64 * 1024;
+const FILE_CHUNK: usize = 1024 * 1024;
+
+/// The message as it will be stored: header lines (qmail/courier) followed by standard input.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Message {
+    bytes: Vec<u8>,
+    header_len: usize,
+}
+
+impl Message {
+    /// Everything that is stored.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// Bytes that came from standard input (what `MaxMessageSize` limits).
+    pub fn input_len(&self) -> usize {
+        self.bytes.len() - self.header_len
+    }
+}
+
+/// The lines qmail-local and courier pass in the environment, in the original's order:
+/// `UFLINE` (only with `UnixFromLine = 1`), `DTLINE`, `RPLINE`, each exactly as given.
+pub fn header_lines(
+    mailer: Mailer,
+    unix_from_line: bool,
+    var: impl Fn(&str) -> Option<OsString>,
+) -> Result<Vec<u8>, Error> {
+    let mut out = Vec::new();
+    if !mailer.uses_qmail_environment() {
+        return Ok(out);
+    }
+    let names: &[&'static str] = if unix_from_line {
+        &["UFLINE", "DTLINE", "RPLINE"]
+    } else {
+        &["DTLINE", "RPLINE"]
+    };
+    for &name in names {
+        let value = var(name).ok_or(Error::MissingHeaderLine {
+            name,
+            mailer: mailer.name(),
+        })?;
+        out.extend_from_slice(value.as_bytes());
+    }
+    Ok(out)
+}
+
+/// Reads `input` to its end after `header`. More than `limit` bytes of input → `TooLong`
+/// (exactly `limit` is accepted); no end within `timeout` → `ReadTimeout` (the mail is
+/// deferred long before the MTA's own limit would bounce it).
+pub fn read<R: Read + AsFd>(
+    input: &mut R,
+    header: Vec<u8>,
+    limit: Option<u64>,
+    timeout: Duration,
+) -> Result<Message, Error> {
+    let deadline = Instant::now() + timeout;
+    let header_len = header.len();
+    let mut bytes = header;
+    let stat = nix::sys::stat::fstat(input.as_fd()).ok();
+    let regular_file = stat.is_some_and(|st| st.st_mode & nix::libc::S_IFMT == nix::libc::S_IFREG);
+    let allowance = limit.map_or(u64::MAX, |l| l.saturating_add(1));
+    if let (true, Some(st)) = (regular_file, stat) {
+        // A qmail message file: size the buffer once instead of growing it.
+        bytes.reserve((st.st_size.max(0) as u64).min(allowance) as usize);
+    }
+    let chunk = if regular_file { FILE_CHUNK } else { PIPE_CHUNK };
+    let mut total: u64 = 0;
+    while total < allowance {
+        if !regular_file {
+            wait_readable(input, deadline, timeout)?;
+        }
+        let want = (chunk as u64).min(allowance - total) as usize;
+        let start = bytes.len();
+        bytes.resize(start + want, 0);
+        let result = input.read(&mut bytes[start..]);
+        bytes.truncate(start + *result.as_ref().unwrap_or(&0));
+        match result {
+            Ok(0) => break,
+            Ok(n) => total += n as u64,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Error::ReadMessage(e)),
+        }
+    }
+    if let Some(limit) = limit {
+        if total > limit {
+            return Err(Error::TooLong(limit));
+        }
+    }
+    Ok(Message { bytes, header_len })
+}
+
+/// Waits until `input` has data or end-of-file, or the deadline passes.
+fn wait_readable<R: AsFd>(input: &R, deadline: Instant, timeout: Duration) -> Result<(), Error> {
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(Error::ReadTimeout(timeout.as_secs()));
+        }
+        let ms = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
+        let mut fds = [PollFd::new(input.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::from(ms)) {
+            Ok(0) => continue,
+            Ok(_) => return Ok(()),
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(Error::ReadMessage(io::Error::from(e))),
+        }
+    }
+}
+
+/// Appends the stored bytes to the `MailDebug` file (created 0600: it holds people's mail).
+pub fn append_debug_copy(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut file = OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::thread;
+
+    fn from_pipe(data: Vec<u8>, header: &[u8], limit: Option<u64>) -> Result<Message, Error> {
+        let (mut reader, mut writer) = io::pipe().unwrap();
+        let writer_thread = thread::spawn(move || {
+            let _ = writer.write_all(&data);
+        });
+        let result = read(&mut reader, header.to_vec(), limit, Duration::from_secs(10));
+        drop(reader);
+        writer_thread.join().unwrap();
+        result
+    }
+
+    #[test]
+    fn bytes_are_kept_exactly() {
+        let data = b"a\0b\r\n\r\xff\xfe\n\n".to_vec();
+        let m = from_pipe(data.clone(), b"", None).unwrap();
+        assert_eq!(m.bytes(), &data[..]);
+        let m = from_pipe(Vec::new(), b"", None).unwrap();
+        assert_eq!(m.bytes(), b"");
+    }
+
+    #[test]
+    fn header_goes_first_and_does_not_count() {
+        let m = from_pipe(b"12345".to_vec(), b"Delivered-To: x\n", Some(5)).unwrap();
+        assert_eq!(m.bytes(), b"Delivered-To: x\n12345");
+        assert_eq!(m.input_len(), 5);
+    }
+
+    #[test]
+    fn limit_is_inclusive() {
+        assert!(from_pipe(vec![b'x'; 1000], b"", Some(1000)).is_ok());
+        assert!(matches!(from_pipe(vec![b'x'; 1001], b"", Some(1000)), Err(Error::TooLong(1000))));
+    }
+
+    #[test]
+    fn large_input_across_many_reads() {
+        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+        let m = from_pipe(data.clone(), b"", None).unwrap();
+        assert_eq!(m.bytes(), &data[..]);
+    }
+
+    #[test]
+    fn regular_file_input() {
+        let mut file = tempfile::tempfile().unwrap();
+        file.write_all(b"from a file\0").unwrap();
+        use std::io::Seek;
+        file.rewind().unwrap();
+        let m = read(&mut file, Vec::new(), None, Duration::from_secs(1)).unwrap();
+        assert_eq!(m.bytes(), b"from a file\0");
+    }
+
+    #[test]
+    fn a_silent_writer_times_out() {
+        let (mut reader, writer) = io::pipe().unwrap();
+        let r = read(&mut reader, Vec::new(), None, Duration::from_millis(200));
+        assert!(matches!(r, Err(Error::ReadTimeout(_))));
+        drop(writer);
+    }
+
+    #[test]
+    fn qmail_lines_in_the_original_order() {
+        let env = |name: &str| match name {
+            "UFLINE" => Some(OsString::from("From bob Thu Jan  1 00:00:00 1970\n")),
+            "DTLINE" => Some(OsString::from("Delivered-To: alice@example.com\n")),
+            "RPLINE" => Some(OsString::from("Return-Path: <bob@example.org>\n")),
+            _ => None,
+        };
+        let lines = header_lines(Mailer::Qmail, true, env).unwrap();
+        assert_eq!(
+            lines,
+            b"From bob Thu Jan  1 00:00:00 1970\nDelivered-To: alice@example.com\nReturn-Path: <bob@example.org>\n"
+        );
+        let lines = header_lines(Mailer::Courier, false, env).unwrap();
+        assert!(lines.starts_with(b"Delivered-To"));
+        assert!(header_lines(Mailer::Sendmail, true, env).unwrap().is_empty());
+        let missing = header_lines(Mailer::Qmail, false, |n: &str| (n != "RPLINE").then(|| env(n)).flatten());
+        assert!(matches!(missing, Err(Error::MissingHeaderLine { name: "RPLINE", .. })));
+    }
+}
