@@ -91,6 +91,11 @@ fn deliver(
         debug!("the local part is empty once RemovePrefix is removed");
         return unknown_recipient(config, envelope, &macros);
     }
+    // Test hook (debug builds only): proves a panic defers instead of exiting 101.
+    #[cfg(debug_assertions)]
+    if std::env::var_os("VIRT_MAIL_TEST_PANIC").is_some() {
+        panic!("VIRT_MAIL_TEST_PANIC is set");
+    }
     let limits = Limits {
         connect: config.timeouts.connect,
         statement: config.timeouts.statement,
@@ -114,7 +119,11 @@ fn deliver(
         config.max_message_size,
         config.timeouts.read,
     )?;
-    debug!("message: {} bytes ({} from standard input)", message.bytes().len(), message.input_len());
+    debug!(
+        "message: {} bytes ({} from standard input)",
+        message.bytes().len(),
+        message.input_len()
+    );
     if let Some(path) = &config.mail_debug {
         if let Err(e) = message::append_debug_copy(path, message.bytes()) {
             report::warn(&format!("MailDebug {}: {e}", path.display()));
@@ -137,7 +146,9 @@ fn deliver(
 fn apply_environment(pairs: &[(String, String)]) -> Result<(), Error> {
     for (name, value) in pairs {
         if name.is_empty() || name.contains(['=', '\0']) || value.contains('\0') {
-            return Err(Error::BadEnvironment(format!("[Environment] {name:?} cannot be set")));
+            return Err(Error::BadEnvironment(format!(
+                "[Environment] {name:?} cannot be set"
+            )));
         }
         // SAFETY: still single-threaded; no other thread reads the environment yet.
         unsafe { std::env::set_var(name, value) };
@@ -225,10 +236,19 @@ fn unknown_recipient(
     };
     let prepared = command.prepare(macros);
     debug!("Fallback: {}", fallback::describe(&prepared));
-    match fallback::run(&prepared, &envelope.recipient, Input::Inherit, config.timeouts.fallback)? {
+    match fallback::run(
+        &prepared,
+        &envelope.recipient,
+        Input::Inherit,
+        config.timeouts.fallback,
+    )? {
         Outcome::Exited(code) => {
             if code != ExitCode::Ok {
-                report::error(&format!("Fallback {} exited with status {}", command.program(), code as u8));
+                report::error(&format!(
+                    "Fallback {} exited with status {}",
+                    command.program(),
+                    code as u8
+                ));
             }
             Ok(code)
         }

@@ -21,23 +21,44 @@ use crate::exit::Mailer;
     disable_help_flag = true,
     disable_version_flag = true,
     args_override_self = true,
+    override_usage = "virt_mail [-c FILE] [-l LOCAL] [-h HOST] [-s SENDER] [-m MAILER] [--debug]",
     after_help = "Exit codes follow sysexits(3) (qmail: 99/100/111). See virt_mail(8)."
 )]
 pub struct Args {
     /// Configuration file [default: this program's path with the extension .ini]
-    #[arg(short = 'c', long = "config-file", value_name = "FILE", allow_hyphen_values = true)]
+    #[arg(
+        short = 'c',
+        long = "config-file",
+        value_name = "FILE",
+        allow_hyphen_values = true
+    )]
     pub config: Option<PathBuf>,
 
     /// Local recipient (default: $LOCAL); user@domain is split when -h is not given
-    #[arg(short = 'l', long = "local", value_name = "LOCAL", allow_hyphen_values = true)]
+    #[arg(
+        short = 'l',
+        long = "local",
+        value_name = "LOCAL",
+        allow_hyphen_values = true
+    )]
     pub local: Option<OsString>,
 
     /// Recipient domain (default: $HOST)
-    #[arg(short = 'h', long = "host", value_name = "HOST", allow_hyphen_values = true)]
+    #[arg(
+        short = 'h',
+        long = "host",
+        value_name = "HOST",
+        allow_hyphen_values = true
+    )]
     pub host: Option<OsString>,
 
     /// Envelope sender (default: $SENDER)
-    #[arg(short = 's', long = "sender", value_name = "SENDER", allow_hyphen_values = true)]
+    #[arg(
+        short = 's',
+        long = "sender",
+        value_name = "SENDER",
+        allow_hyphen_values = true
+    )]
     pub sender: Option<OsString>,
 
     /// MTA profile: sendmail, exim, postfix, qmail or courier
@@ -89,10 +110,17 @@ pub fn parse(argv: Vec<OsString>) -> Result<Args, Stop> {
         clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
             Stop::Info(e.render().to_string())
         }
-        _ => Stop::Usage {
-            message: e.render().to_string(),
-            mailer: mailer_before_error(&argv),
-        },
+        _ => {
+            let mut message = e.render().to_string();
+            if !message.contains("Usage:") {
+                use clap::CommandFactory;
+                message = format!("{message}\n{}\n", Args::command().render_usage());
+            }
+            Stop::Usage {
+                message,
+                mailer: mailer_before_error(&argv),
+            }
+        }
     })
 }
 
@@ -214,13 +242,23 @@ mod tests {
 
     #[test]
     fn short_long_attached_and_plus_forms() {
-        let a = args(&["-c", "x.ini", "-l", "alice", "-h", "ex.com", "-s", "bob", "-mqmail"]).unwrap();
+        let a = args(&[
+            "-c", "x.ini", "-l", "alice", "-h", "ex.com", "-s", "bob", "-mqmail",
+        ])
+        .unwrap();
         assert_eq!(a.config.as_deref(), Some(Path::new("x.ini")));
         assert_eq!(a.local.as_deref(), Some(OsStr::new("alice")));
         assert_eq!(a.host.as_deref(), Some(OsStr::new("ex.com")));
         assert_eq!(a.sender.as_deref(), Some(OsStr::new("bob")));
         assert_eq!(a.mailer, Mailer::Qmail);
-        let a = args(&["+config-file", "y.ini", "+local=carol", "--mailer=courier", "+debug"]).unwrap();
+        let a = args(&[
+            "+config-file",
+            "y.ini",
+            "+local=carol",
+            "--mailer=courier",
+            "+debug",
+        ])
+        .unwrap();
         assert_eq!(a.config.as_deref(), Some(Path::new("y.ini")));
         assert_eq!(a.local.as_deref(), Some(OsStr::new("carol")));
         assert_eq!(a.mailer, Mailer::Courier);
@@ -261,8 +299,13 @@ mod tests {
     #[test]
     fn help_and_version_are_information() {
         assert!(matches!(args(&["--help"]), Err(Stop::Info(t)) if t.contains("--config-file")));
-        assert!(matches!(args(&["--version"]), Err(Stop::Info(t)) if t.contains(env!("CARGO_PKG_VERSION"))));
-        assert!(matches!(args(&["-h"]), Err(Stop::Usage { .. })), "-h needs a host");
+        assert!(
+            matches!(args(&["--version"]), Err(Stop::Info(t)) if t.contains(env!("CARGO_PKG_VERSION")))
+        );
+        assert!(
+            matches!(args(&["-h"]), Err(Stop::Usage { .. })),
+            "-h needs a host"
+        );
     }
 
     #[test]

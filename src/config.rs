@@ -173,7 +173,10 @@ impl Config {
         let mut warnings = Vec::new();
         if let Some(options) = ini.section("Options") {
             for entry in options.unique_entries() {
-                if !OPTION_KEYS.iter().any(|k| k.eq_ignore_ascii_case(&entry.key)) {
+                if !OPTION_KEYS
+                    .iter()
+                    .any(|k| k.eq_ignore_ascii_case(&entry.key))
+                {
                     warnings.push(format!(
                         "{}:{}: unknown key {} in [Options] (ignored)",
                         path.display(),
@@ -267,7 +270,10 @@ mod tests {
     fn missing_deliver_is_a_config_error() {
         let e = config("[Options]\nVerify = select 1\n").unwrap_err();
         assert!(matches!(e, Error::MissingDeliver { .. }));
-        assert!(matches!(config("[Bounce]\nTooLong = x\n").unwrap_err(), Error::MissingDeliver { .. }));
+        assert!(matches!(
+            config("[Bounce]\nTooLong = x\n").unwrap_err(),
+            Error::MissingDeliver { .. }
+        ));
     }
 
     #[test]
@@ -284,8 +290,9 @@ mod tests {
     fn remove_prefix_from_options_or_translate() {
         let c = config("[Options]\nDeliver = x\n[Translate]\nRemovePrefix = db-\n").unwrap();
         assert_eq!(c.remove_prefix.as_deref(), Some("db-"));
-        let c = config("[Options]\nRemovePrefix = a-\nDeliver = x\n[Translate]\nRemovePrefix = b-\n")
-            .unwrap();
+        let c =
+            config("[Options]\nRemovePrefix = a-\nDeliver = x\n[Translate]\nRemovePrefix = b-\n")
+                .unwrap();
         assert_eq!(c.remove_prefix.as_deref(), Some("a-"));
     }
 
@@ -293,7 +300,10 @@ mod tests {
     fn bad_sql_is_reported_with_its_line() {
         let e = config("[Options]\n\nDeliver = insert into m values ('$local)\n").unwrap_err();
         let text = e.to_string();
-        assert!(text.contains("line 3") && text.contains("Deliver"), "{text}");
+        assert!(
+            text.contains("line 3") && text.contains("Deliver"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -116,7 +116,12 @@ fn check(value: &str, what: &'static str, max: usize) -> Result<(), &'static str
 mod tests {
     use super::*;
 
-    fn env(local: &str, host: Option<&str>, sender: &str, prefix: Option<&str>) -> Result<Envelope, Error> {
+    fn env(
+        local: &str,
+        host: Option<&str>,
+        sender: &str,
+        prefix: Option<&str>,
+    ) -> Result<Envelope, Error> {
         Envelope::new(
             Some(OsStr::new(local)),
             host.map(OsStr::new),
@@ -129,7 +134,10 @@ mod tests {
     #[test]
     fn local_and_domain_are_lower_cased_sender_is_not() {
         let e = env("Alice", Some("Example.COM"), "Bob@Example.ORG", None).unwrap();
-        assert_eq!((e.local.as_str(), e.domain.as_str()), ("alice", "example.com"));
+        assert_eq!(
+            (e.local.as_str(), e.domain.as_str()),
+            ("alice", "example.com")
+        );
         assert_eq!(e.sender, "Bob@Example.ORG");
         assert_eq!(e.recipient, "Alice@Example.COM");
     }
@@ -137,9 +145,15 @@ mod tests {
     #[test]
     fn user_at_domain_is_split_only_without_h() {
         let e = env("Info@Example.com", None, "", None).unwrap();
-        assert_eq!((e.local.as_str(), e.domain.as_str()), ("info", "example.com"));
+        assert_eq!(
+            (e.local.as_str(), e.domain.as_str()),
+            ("info", "example.com")
+        );
         let e = env("info@example.com", Some("other.org"), "", None).unwrap();
-        assert_eq!((e.local.as_str(), e.domain.as_str()), ("info@example.com", "other.org"));
+        assert_eq!(
+            (e.local.as_str(), e.domain.as_str()),
+            ("info@example.com", "other.org")
+        );
         let e = env("\"a@b\"@c.org", None, "", None).unwrap();
         assert_eq!((e.local.as_str(), e.domain.as_str()), ("\"a@b\"", "c.org"));
     }
@@ -165,19 +179,42 @@ mod tests {
     #[test]
     fn hostile_values_are_refused_with_a_reason() {
         for bad in ["a\nb", "a\rb", "a\0b", "a\x1bb", "a\x7fb", "@example.com"] {
-            assert!(matches!(env(bad, None, "", None), Err(Error::InvalidRecipient(_))), "{bad:?}");
+            assert!(
+                matches!(env(bad, None, "", None), Err(Error::InvalidRecipient(_))),
+                "{bad:?}"
+            );
         }
-        assert!(matches!(env("a", Some("ex\nample"), "", None), Err(Error::InvalidRecipient(_))));
-        assert!(matches!(env("a", None, "x\r\nRCPT TO:<y>", None), Err(Error::InvalidSender(_))));
+        assert!(matches!(
+            env("a", Some("ex\nample"), "", None),
+            Err(Error::InvalidRecipient(_))
+        ));
+        assert!(matches!(
+            env("a", None, "x\r\nRCPT TO:<y>", None),
+            Err(Error::InvalidSender(_))
+        ));
         let long = "x".repeat(MAX_LOCAL + 1);
-        assert!(matches!(env(&long, None, "", None), Err(Error::InvalidRecipient(_))));
+        assert!(matches!(
+            env(&long, None, "", None),
+            Err(Error::InvalidRecipient(_))
+        ));
         let long = "x".repeat(MAX_SENDER + 1);
-        assert!(matches!(env("a", None, &long, None), Err(Error::InvalidSender(_))));
+        assert!(matches!(
+            env("a", None, &long, None),
+            Err(Error::InvalidSender(_))
+        ));
     }
 
     #[test]
     fn quotes_and_shell_characters_are_ordinary_data() {
-        for ok in ["o'brien", "x' OR '1'='1", "$(touch /tmp/p)", "`id`", "a;b", "a\"b", "ünïcödé"] {
+        for ok in [
+            "o'brien",
+            "x' OR '1'='1",
+            "$(touch /tmp/p)",
+            "`id`",
+            "a;b",
+            "a\"b",
+            "ünïcödé",
+        ] {
             let e = env(ok, Some("x"), ok, None).unwrap();
             assert_eq!(e.sender, ok);
         }

@@ -208,7 +208,11 @@ impl Error {
 /// Driver messages sometimes span lines; a log line must not.
 pub fn one_line(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
-    for word in text.split(['\r', '\n']).map(str::trim).filter(|w| !w.is_empty()) {
+    for word in text
+        .split(['\r', '\n'])
+        .map(str::trim)
+        .filter(|w| !w.is_empty())
+    {
         if !out.is_empty() {
             out.push(' ');
         }
@@ -227,19 +231,44 @@ mod tests {
 
     #[test]
     fn database_errors_are_classified_by_step_and_retry() {
-        assert_eq!(db(DbStep::Connect, Retry::Permanent).exit_code(), ExitCode::TempFail);
-        assert_eq!(db(DbStep::Prepare, Retry::Permanent).exit_code(), ExitCode::Config);
-        assert_eq!(db(DbStep::Prepare, Retry::Transient).exit_code(), ExitCode::TempFail);
-        assert_eq!(db(DbStep::Execute, Retry::Permanent).exit_code(), ExitCode::Software);
-        assert_eq!(db(DbStep::Execute, Retry::Transient).exit_code(), ExitCode::TempFail);
-        assert_eq!(db(DbStep::Commit, Retry::Transient).exit_code(), ExitCode::TempFail);
+        assert_eq!(
+            db(DbStep::Connect, Retry::Permanent).exit_code(),
+            ExitCode::TempFail
+        );
+        assert_eq!(
+            db(DbStep::Prepare, Retry::Permanent).exit_code(),
+            ExitCode::Config
+        );
+        assert_eq!(
+            db(DbStep::Prepare, Retry::Transient).exit_code(),
+            ExitCode::TempFail
+        );
+        assert_eq!(
+            db(DbStep::Execute, Retry::Permanent).exit_code(),
+            ExitCode::Software
+        );
+        assert_eq!(
+            db(DbStep::Execute, Retry::Transient).exit_code(),
+            ExitCode::TempFail
+        );
+        assert_eq!(
+            db(DbStep::Commit, Retry::Transient).exit_code(),
+            ExitCode::TempFail
+        );
     }
 
     #[test]
     fn database_error_line_names_step_and_sqlstate_on_one_line() {
-        let e = DbError::new(DbStep::Execute, Retry::Permanent, "no column\n  alice".into())
-            .with_sqlstate("42S22")
-            .in_statement("Deliver");
-        assert_eq!(e.to_string(), "Deliver: SQLExecute: no column alice SQLSTATE=42S22");
+        let e = DbError::new(
+            DbStep::Execute,
+            Retry::Permanent,
+            "no column\n  alice".into(),
+        )
+        .with_sqlstate("42S22")
+        .in_statement("Deliver");
+        assert_eq!(
+            e.to_string(),
+            "Deliver: SQLExecute: no column alice SQLSTATE=42S22"
+        );
     }
 }

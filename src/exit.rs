@@ -82,10 +82,7 @@ impl fmt::Display for Mailer {
 
 /// Codes that mean "try again later" to at least one MTA, so we report them as temporary.
 pub fn is_transient(code: ExitCode) -> bool {
-    matches!(
-        code,
-        ExitCode::TempFail | ExitCode::OsErr | ExitCode::IoErr
-    )
+    matches!(code, ExitCode::TempFail | ExitCode::OsErr | ExitCode::IoErr)
 }
 
 /// Turns any raw exit status (e.g. a Fallback's) into a sysexits code; others are EX_SOFTWARE.
@@ -147,7 +144,12 @@ mod tests {
     #[test]
     fn temporary_status_defers_everywhere() {
         assert_eq!(Mailer::Qmail.temporary_status(), 111);
-        for m in [Mailer::Sendmail, Mailer::Exim, Mailer::Postfix, Mailer::Courier] {
+        for m in [
+            Mailer::Sendmail,
+            Mailer::Exim,
+            Mailer::Postfix,
+            Mailer::Courier,
+        ] {
             assert_eq!(m.temporary_status(), 75);
         }
     }

@@ -33,7 +33,9 @@ const KILL_GRACE: Duration = Duration::from_secs(5);
 const DRAIN_GRACE: Duration = Duration::from_secs(2);
 
 /// Shells whose `-c` argument is a script (the word gets the safe rewrite).
-const SHELLS: &[&str] = &["sh", "bash", "dash", "ash", "ksh", "mksh", "pdksh", "zsh", "yash", "posh"];
+const SHELLS: &[&str] = &[
+    "sh", "bash", "dash", "ash", "ksh", "mksh", "pdksh", "zsh", "yash", "posh",
+];
 
 /// A parsed `Fallback` line.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -156,7 +158,10 @@ fn split_words(line: &str) -> Result<Vec<String>, String> {
 /// Finds `SHELL [options] -c SCRIPT` anywhere in the words (also behind `env`, `nice`, …).
 fn find_shell_script(words: &[String]) -> Option<usize> {
     let shell = words.iter().position(|w| {
-        let name = Path::new(w).file_name().and_then(|n| n.to_str()).unwrap_or("");
+        let name = Path::new(w)
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("");
         SHELLS.contains(&name)
     })?;
     let mut has_c = false;
@@ -395,7 +400,10 @@ fn wait_with_timeout(mut child: Child, timeout: Duration) -> Result<ExitStatus, 
                 kill(nix::libc::SIGKILL);
                 let _ = rx.recv_timeout(KILL_GRACE);
             }
-            Err(format!("timed out after {} s and was killed", timeout.as_secs()))
+            Err(format!(
+                "timed out after {} s and was killed",
+                timeout.as_secs()
+            ))
         }
     }
 }
@@ -424,14 +432,24 @@ mod tests {
     }
 
     fn argv(p: &Prepared) -> Vec<String> {
-        p.argv.iter().map(|w| w.to_string_lossy().into_owned()).collect()
+        p.argv
+            .iter()
+            .map(|w| w.to_string_lossy().into_owned())
+            .collect()
     }
 
     #[test]
     fn words_split_like_sh() {
         assert_eq!(
             split_words(r#"/bin/sh -c "procmail -f $sender" 'a b' c\ d "\"q\"""#).unwrap(),
-            ["/bin/sh", "-c", "procmail -f $sender", "a b", "c d", "\"q\""]
+            [
+                "/bin/sh",
+                "-c",
+                "procmail -f $sender",
+                "a b",
+                "c d",
+                "\"q\""
+            ]
         );
         assert!(split_words("sh -c \"open").is_err());
         assert!(split_words("sh 'open").is_err());
@@ -452,7 +470,10 @@ mod tests {
         assert_eq!(
             p.env,
             [
-                ("VIRT_MAIL_SENDER".to_string(), OsString::from("bob@example.org")),
+                (
+                    "VIRT_MAIL_SENDER".to_string(),
+                    OsString::from("bob@example.org")
+                ),
                 ("VIRT_MAIL_LOCAL".to_string(), OsString::from("alice")),
             ]
         );
@@ -460,7 +481,8 @@ mod tests {
 
     #[test]
     fn macros_inside_script_quotes_stay_quoted() {
-        let c = FallbackCommand::parse(r#"sh -ec "echo '$sender' \"$local\" ${domain}x $HOME""#).unwrap();
+        let c = FallbackCommand::parse(r#"sh -ec "echo '$sender' \"$local\" ${domain}x $HOME""#)
+            .unwrap();
         let p = c.prepare(&macros());
         assert_eq!(
             argv(&p)[2],
@@ -470,13 +492,22 @@ mod tests {
 
     #[test]
     fn shells_behind_wrappers_are_found() {
-        for line in ["env LANG=C /bin/bash -c 'x $local'", "nice -n 5 dash -xc 'x $local'"] {
+        for line in [
+            "env LANG=C /bin/bash -c 'x $local'",
+            "nice -n 5 dash -xc 'x $local'",
+        ] {
             let p = FallbackCommand::parse(line).unwrap().prepare(&macros());
-            assert!(argv(&p).last().unwrap().contains("${VIRT_MAIL_LOCAL}"), "{line}");
+            assert!(
+                argv(&p).last().unwrap().contains("${VIRT_MAIL_LOCAL}"),
+                "{line}"
+            );
         }
         let c = FallbackCommand::parse("/usr/bin/procmail -f $sender -d $local").unwrap();
         assert_eq!(c.script, None);
-        assert_eq!(argv(&c.prepare(&macros())), ["/usr/bin/procmail", "-f", "bob@example.org", "-d", "alice"]);
+        assert_eq!(
+            argv(&c.prepare(&macros())),
+            ["/usr/bin/procmail", "-f", "bob@example.org", "-d", "alice"]
+        );
     }
 
     #[test]
@@ -485,8 +516,13 @@ mod tests {
             sender: "x $(touch /tmp/p) `id`; a\"b",
             ..macros()
         };
-        let p = FallbackCommand::parse("/usr/bin/procmail -f $sender").unwrap().prepare(&m);
-        assert_eq!(argv(&p), ["/usr/bin/procmail", "-f", "x $(touch /tmp/p) `id`; a\"b"]);
+        let p = FallbackCommand::parse("/usr/bin/procmail -f $sender")
+            .unwrap()
+            .prepare(&m);
+        assert_eq!(
+            argv(&p),
+            ["/usr/bin/procmail", "-f", "x $(touch /tmp/p) `id`; a\"b"]
+        );
     }
 
     #[test]

@@ -52,7 +52,9 @@ impl Ini {
 impl Section {
     /// The first entry of that key (case-insensitive).
     pub fn get(&self, key: &str) -> Option<&Entry> {
-        self.entries.iter().find(|e| e.key.eq_ignore_ascii_case(key))
+        self.entries
+            .iter()
+            .find(|e| e.key.eq_ignore_ascii_case(key))
     }
 
     /// Entries with the later duplicates of a key removed, in file order.
@@ -104,7 +106,10 @@ pub fn parse(text: &str) -> Result<Ini, SyntaxError> {
             continue;
         }
         let Some((key, value)) = trimmed.split_once('=') else {
-            return Err(error(line, "expected `key = value`, a [section] or a comment"));
+            return Err(error(
+                line,
+                "expected `key = value`, a [section] or a comment",
+            ));
         };
         let key = key.trim();
         if key.is_empty() {
@@ -164,7 +169,11 @@ pub fn parse_number(text: &str) -> i64 {
         let Some(d) = c.to_digit(radix) else { break };
         value = value.saturating_mul(radix as i64).saturating_add(d as i64);
     }
-    if negative { value.saturating_neg() } else { value }
+    if negative {
+        value.saturating_neg()
+    } else {
+        value
+    }
 }
 
 #[cfg(test)]
@@ -179,12 +188,17 @@ mod tests {
     fn sections_and_keys_are_case_insensitive_and_first_wins() {
         let ini = parse("[OPTIONS]\nDsn = a\ndsn = b\n[options]\nVerify = x\n").unwrap();
         assert_eq!(value(&ini, "Options", "DSN"), Some("a"));
-        assert_eq!(value(&ini, "options", "verify"), None, "only the first [Options] counts");
+        assert_eq!(
+            value(&ini, "options", "verify"),
+            None,
+            "only the first [Options] counts"
+        );
     }
 
     #[test]
     fn comments_at_line_start_and_after_blanks_outside_quotes() {
-        let text = "; top\n# also\n[Options]\nA = 1 ; note\nB = x;y\nC = 'a ; b' ; c\nD = \"p ; q\"\n";
+        let text =
+            "; top\n# also\n[Options]\nA = 1 ; note\nB = x;y\nC = 'a ; b' ; c\nD = \"p ; q\"\n";
         let ini = parse(text).unwrap();
         assert_eq!(value(&ini, "Options", "A"), Some("1"));
         assert_eq!(value(&ini, "Options", "B"), Some("x;y"));

@@ -233,7 +233,9 @@ impl Template {
     /// Whether the template refers to a macro (e.g. `message`, to know if it needs the body).
     pub fn uses(&self, name: &str) -> bool {
         self.pieces.iter().any(|p| match p {
-            Piece::Bind(parts) => parts.iter().any(|x| matches!(x, Part::Macro(n) if n == name)),
+            Piece::Bind(parts) => parts
+                .iter()
+                .any(|x| matches!(x, Part::Macro(n) if n == name)),
             Piece::Sql(_) => false,
         })
     }
@@ -316,11 +318,14 @@ fn join<'a>(parts: &[Part], macros: &Macros<'a>) -> Value<'a> {
         })
         .collect();
     let pieces = || {
-        parts.iter().zip(&values).map(|(part, value)| match (part, value) {
-            (Part::Text(t), _) => t.as_bytes(),
-            (_, Some(v)) => v.as_bytes(),
-            (_, None) => &[],
-        })
+        parts
+            .iter()
+            .zip(&values)
+            .map(|(part, value)| match (part, value) {
+                (Part::Text(t), _) => t.as_bytes(),
+                (_, Some(v)) => v.as_bytes(),
+                (_, None) => &[],
+            })
     };
     if values.iter().flatten().all(|v| matches!(v, Value::Text(_))) {
         let bytes: Vec<u8> = pieces().flatten().copied().collect();
@@ -498,8 +503,14 @@ mod tests {
             got,
             [
                 Token::Text("a"),
-                Token::Macro { name: "b", raw: "$b" },
-                Token::Macro { name: "c", raw: "${c}" },
+                Token::Macro {
+                    name: "b",
+                    raw: "$b"
+                },
+                Token::Macro {
+                    name: "c",
+                    raw: "${c}"
+                },
                 Token::Text("$"),
             ]
         );
@@ -513,6 +524,10 @@ mod tests {
         assert_eq!(m.get("0"), None);
         assert_eq!(m.get("2"), None);
         assert!(Template::parse("select $message").unwrap().uses("message"));
-        assert!(!Template::parse("select '$messages'").unwrap().uses("message"));
+        assert!(
+            !Template::parse("select '$messages'")
+                .unwrap()
+                .uses("message")
+        );
     }
 }

@@ -35,7 +35,11 @@ fn run() -> u8 {
     };
     let mailer = args.mailer;
     signals::set_statuses(mailer.temporary_status(), mailer.exit_status(ExitCode::Ok));
-    report::init(&args::program_name(&argv0), args.debug, mailer.logs_to_syslog());
+    report::init(
+        &args::program_name(&argv0),
+        args.debug,
+        mailer.logs_to_syslog(),
+    );
     if !args.extra.is_empty() {
         report::warn(&format!("extra arguments ignored: {:?}", args.extra));
     }

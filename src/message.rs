@@ -173,7 +173,10 @@ mod tests {
     #[test]
     fn limit_is_inclusive() {
         assert!(from_pipe(vec![b'x'; 1000], b"", Some(1000)).is_ok());
-        assert!(matches!(from_pipe(vec![b'x'; 1001], b"", Some(1000)), Err(Error::TooLong(1000))));
+        assert!(matches!(
+            from_pipe(vec![b'x'; 1001], b"", Some(1000)),
+            Err(Error::TooLong(1000))
+        ));
     }
 
     #[test]
@@ -216,8 +219,17 @@ mod tests {
         );
         let lines = header_lines(Mailer::Courier, false, env).unwrap();
         assert!(lines.starts_with(b"Delivered-To"));
-        assert!(header_lines(Mailer::Sendmail, true, env).unwrap().is_empty());
-        let missing = header_lines(Mailer::Qmail, false, |n: &str| (n != "RPLINE").then(|| env(n)).flatten());
-        assert!(matches!(missing, Err(Error::MissingHeaderLine { name: "RPLINE", .. })));
+        assert!(
+            header_lines(Mailer::Sendmail, true, env)
+                .unwrap()
+                .is_empty()
+        );
+        let missing = header_lines(Mailer::Qmail, false, |n: &str| {
+            (n != "RPLINE").then(|| env(n)).flatten()
+        });
+        assert!(matches!(
+            missing,
+            Err(Error::MissingHeaderLine { name: "RPLINE", .. })
+        ));
     }
 }

@@ -69,7 +69,10 @@ pub fn error(message: &str) {
 
 /// A warning line: stderr, and syslog at LOG_WARNING when enabled.
 pub fn warn(message: &str) {
-    line(nix::syslog::Severity::LOG_WARNING, &format!("warning: {message}"));
+    line(
+        nix::syslog::Severity::LOG_WARNING,
+        &format!("warning: {message}"),
+    );
 }
 
 fn line(severity: nix::syslog::Severity, message: &str) {
@@ -221,7 +224,10 @@ mod tests {
     fn odbc_passwords_are_found_and_masked() {
         let dsn = "DSN=Virtuoso;HOST=localhost:1111;UID=dba;PWD=s3cret";
         assert_eq!(dsn_secrets(dsn), ["s3cret"]);
-        assert_eq!(mask_dsn(dsn), "DSN=Virtuoso;HOST=localhost:1111;UID=dba;PWD=****");
+        assert_eq!(
+            mask_dsn(dsn),
+            "DSN=Virtuoso;HOST=localhost:1111;UID=dba;PWD=****"
+        );
         let braced = "DRIVER={x};Password={a;b}c;UID=u";
         assert_eq!(dsn_secrets(braced), ["a;b"]);
         assert!(!mask_dsn(braced).contains("a;b"));
@@ -231,7 +237,10 @@ mod tests {
     fn url_passwords_are_found_and_masked() {
         let dsn = "postgres://virt:p%40ss@127.0.0.1:5432/mail?sslmode=disable";
         assert_eq!(dsn_secrets(dsn), ["p%40ss", "p@ss"]);
-        assert_eq!(mask_dsn(dsn), "postgres://virt:****@127.0.0.1:5432/mail?sslmode=disable");
+        assert_eq!(
+            mask_dsn(dsn),
+            "postgres://virt:****@127.0.0.1:5432/mail?sslmode=disable"
+        );
         let q = "mysql://u@h/db?password=zz&x=1";
         assert_eq!(dsn_secrets(q), ["zz"]);
         assert_eq!(dsn_secrets("sqlite:/var/mail.db"), Vec::<String>::new());

@@ -77,7 +77,8 @@ pub fn commit_guarded<T, E>(commit: impl FnOnce() -> Result<T, E>) -> Result<T, 
         held.add(sig);
     }
     let mut previous = SigSet::empty();
-    let blocked = signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&held), Some(&mut previous)).is_ok();
+    let blocked =
+        signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&held), Some(&mut previous)).is_ok();
     let result = commit();
     if result.is_ok() {
         COMMITTED.store(true, Ordering::SeqCst);

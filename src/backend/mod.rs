@@ -108,8 +108,14 @@ mod tests {
 
     #[test]
     fn dsn_selects_the_backend() {
-        assert_eq!(Target::of("sqlite:/var/mail.db"), Target::Sqlite("/var/mail.db"));
-        assert_eq!(Target::of("sqlite:///var/mail.db"), Target::Sqlite("/var/mail.db"));
+        assert_eq!(
+            Target::of("sqlite:/var/mail.db"),
+            Target::Sqlite("/var/mail.db")
+        );
+        assert_eq!(
+            Target::of("sqlite:///var/mail.db"),
+            Target::Sqlite("/var/mail.db")
+        );
         assert_eq!(Target::of("SQLite:rel.db"), Target::Sqlite("rel.db"));
         assert_eq!(Target::of("postgresql://u@h/db"), Target::Postgres);
         assert_eq!(Target::of("mariadb://u@h/db"), Target::Mysql);

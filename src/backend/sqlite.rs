@@ -6,8 +6,9 @@
 //! The file is never created: a missing database is a fault to fix, and the mail waits.
 //! `CheckReturn` here means the statement's first column (e.g. `INSERT … RETURNING`).
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use rusqlite::config::DbConfig;
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, ErrorCode, OpenFlags};
 
@@ -31,13 +32,29 @@ impl Sqlite {
             .map_err(|e| error(DbStep::Connect, e, &format!("{path}: ")))?;
         let setup = || -> rusqlite::Result<()> {
             conn.busy_timeout(limits.statement)?;
-            let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+            // Each delivery is its own process, usually the last connection: a checkpoint
+            // on every close would add a second fsync and churn the WAL file under
+            // concurrent openers. SQLite's auto-checkpoint after commits keeps it bounded.
+            conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)?;
+            let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0))?;
             if !mode.eq_ignore_ascii_case("wal") {
-                crate::debug!("sqlite: journal_mode is {mode}, WAL not available");
+                let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+                crate::debug!("sqlite: journal_mode set to {mode}");
             }
             conn.execute_batch("PRAGMA synchronous = FULL")
         };
-        setup().map_err(|e| error(DbStep::Connect, e, &format!("{path}: ")))?;
+        // Opening while another process switches the journal mode or rebuilds the WAL index
+        // can report SQLITE_BUSY without consulting the busy handler: retry until the limit.
+        let deadline = Instant::now() + limits.statement;
+        loop {
+            match setup() {
+                Ok(()) => break,
+                Err(e) if busy(&e) && Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(e) => return Err(error(DbStep::Connect, e, &format!("{path}: "))),
+            }
+        }
         Ok(Sqlite { conn, limits })
     }
 
@@ -103,6 +120,11 @@ impl Backend for Sqlite {
             .execute_batch("ROLLBACK")
             .map_err(|e| error(DbStep::Execute, e, "ROLLBACK: "))
     }
+}
+
+fn busy(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _)
+        if matches!(f.code, ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked))
 }
 
 fn to_value(v: ValueRef<'_>) -> Value<'static> {

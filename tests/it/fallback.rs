@@ -1,0 +1,306 @@
+//! SPEC §4 and §5.6: the Fallback for unknown recipients — environment, status mapping,
+//! missing programs, time limit, output, and hostile envelopes against both command forms.
+
+use std::time::{Duration, Instant};
+
+use crate::common::*;
+
+fn with_fallback(command: &str, extra: &str) -> Setup {
+    Setup::standard(&format!("Fallback = {command}\n{extra}"))
+}
+
+#[test]
+fn fallback_gets_message_and_envelope_and_its_success_is_delivery() {
+    for mailer in MAILERS {
+        let s = Setup::standard("");
+        let out_file = s.path("fallback.out");
+        s.configure(
+            &format!(
+                "{OPTIONS}\nFallback = /bin/sh -c \"{{ env | grep -E '^(SENDER|LOCAL|HOST|RECIPIENT)=' | sort; cat; }} > {}\"",
+                out_file.display()
+            ),
+            "",
+        );
+        s.run()
+            .mailer(mailer)
+            .args(["-l", "Carol", "-h", "Example.com", "-s", "bob@example.org"])
+            .stdin("the message\n")
+            .expect(status_for(mailer, 0));
+        let got = std::fs::read_to_string(&out_file).unwrap();
+        assert_eq!(
+            got,
+            "HOST=Example.com\nLOCAL=Carol\nRECIPIENT=Carol@Example.com\nSENDER=bob@example.org\nthe message\n",
+            "{mailer}"
+        );
+        assert_eq!(s.count(), 0, "the Fallback delivered it, not us");
+    }
+}
+
+#[test]
+fn recipient_from_the_mta_is_kept() {
+    let s = Setup::standard("");
+    let out_file = s.path("r.out");
+    s.configure(
+        &format!(
+            "{OPTIONS}\nFallback = /bin/sh -c \"echo $RECIPIENT > {}\"",
+            out_file.display()
+        ),
+        "",
+    );
+    s.run()
+        .mailer("qmail")
+        .env("RECIPIENT", "db-carol@example.com")
+        .env("LOCAL", "carol")
+        .expect(99);
+    assert_eq!(
+        std::fs::read_to_string(&out_file).unwrap(),
+        "db-carol@example.com\n"
+    );
+}
+
+#[test]
+fn fallback_status_is_mapped_per_mailer() {
+    for code in [
+        0, 1, 3, 64, 65, 67, 69, 70, 71, 73, 74, 75, 77, 78, 99, 100, 111, 127, 255,
+    ] {
+        let s = with_fallback(&format!("/bin/sh -c 'cat >/dev/null; exit {code}'"), "");
+        for mailer in MAILERS {
+            s.run()
+                .mailer(mailer)
+                .args(["-l", "carol"])
+                .expect(status_for(mailer, code));
+        }
+    }
+}
+
+#[test]
+fn missing_or_forbidden_program_falls_through_to_the_bounce() {
+    let s = Setup::standard("");
+    let not_exec = s.path("not-executable");
+    std::fs::write(&not_exec, "#!/bin/sh\nexit 0\n").unwrap();
+    mode(&not_exec, 0o644);
+    for program in ["/nonexistent/procmail", not_exec.to_str().unwrap()] {
+        s.configure(
+            &format!("{OPTIONS}\nFallback = {program} -d $local"),
+            BOUNCE,
+        );
+        for mailer in MAILERS {
+            let out = s
+                .run()
+                .mailer(mailer)
+                .args(["-l", "carol"])
+                .expect(status_for(mailer, 67));
+            assert!(
+                text(&out.stdout).contains("No mailbox for carol"),
+                "{mailer}"
+            );
+            assert!(
+                text(&out.stderr).contains("cannot be run"),
+                "{}",
+                text(&out.stderr)
+            );
+        }
+    }
+}
+
+#[test]
+fn a_hanging_fallback_is_killed_and_the_mail_deferred() {
+    let s = Setup::standard("");
+    let pidfile = s.path("child.pid");
+    s.configure(
+        &format!(
+            "{OPTIONS}\nFallbackTimeout = 1\nFallback = /bin/sh -c \"sleep 60 & echo $! > {}; wait\"",
+            pidfile.display()
+        ),
+        "",
+    );
+    for mailer in ["sendmail", "qmail"] {
+        let started = Instant::now();
+        let out = s
+            .run()
+            .mailer(mailer)
+            .args(["-l", "carol"])
+            .expect(status_for(mailer, 75));
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "took {:?}",
+            started.elapsed()
+        );
+        assert!(
+            text(&out.stderr).contains("timed out"),
+            "{}",
+            text(&out.stderr)
+        );
+        // The whole process group is gone, grandchildren included.
+        let pid = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .to_string();
+        std::thread::sleep(Duration::from_millis(200));
+        let alive = std::path::Path::new(&format!("/proc/{pid}")).exists()
+            && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .unwrap_or_default()
+                .contains(") Z ");
+        assert!(!alive, "sleep {pid} survived");
+    }
+}
+
+#[test]
+fn a_fallback_killed_by_a_signal_defers() {
+    let s = with_fallback("/bin/sh -c 'kill -9 $$'", "");
+    for mailer in MAILERS {
+        let out = s
+            .run()
+            .mailer(mailer)
+            .args(["-l", "carol"])
+            .expect(status_for(mailer, 75));
+        assert!(text(&out.stderr).contains("signal 9"));
+    }
+}
+
+#[test]
+fn a_flooding_fallback_neither_blocks_nor_floods() {
+    let s = with_fallback(
+        "/bin/sh -c 'head -c 5000000 /dev/zero | tr \"\\0\" x >&2; head -c 5000000 /dev/zero; exit 67'",
+        "",
+    );
+    let started = Instant::now();
+    let out = s.run().args(["-l", "carol"]).expect(67);
+    assert!(started.elapsed() < Duration::from_secs(30));
+    assert!(
+        out.stderr.len() < 100_000,
+        "stderr passed on: {} bytes",
+        out.stderr.len()
+    );
+    assert!(
+        out.stdout.len() <= 64 * 1024,
+        "stdout passed on: {} bytes",
+        out.stdout.len()
+    );
+    assert!(out.stderr.starts_with(b"xxxx"));
+}
+
+#[test]
+fn the_documented_shell_form_works_for_ordinary_addresses() {
+    let s = Setup::standard("");
+    let out_file = s.path("argv.out");
+    s.configure(
+        &format!(
+            "{OPTIONS}\nFallback = /bin/sh -c \"printf '%s|' -f $sender -d $local $domain $HOME > {}\"",
+            out_file.display()
+        ),
+        "",
+    );
+    s.run()
+        .args(["-l", "Carol", "-h", "example.com", "-s", "bob@example.org"])
+        .env("HOME", "/home/test")
+        .expect(0);
+    assert_eq!(
+        std::fs::read_to_string(&out_file).unwrap(),
+        "-f|bob@example.org|-d|carol|example.com|/home/test|"
+    );
+}
+
+/// Senders a remote party can choose that would run code if pasted into a shell.
+const HOSTILE_SENDERS: &[&str] = &[
+    "x$(touch PWNED)",
+    "`touch PWNED`",
+    "a;touch PWNED",
+    "a\"b;touch PWNED;\"",
+    "a'b;touch PWNED;'",
+    "$(touch${IFS}PWNED)@example.com",
+    "a|touch PWNED",
+    "a&&touch PWNED",
+    "a>PWNED",
+    "*",
+    "-oQ/tmp/x",
+    "${IFS}touch${IFS}PWNED",
+    "\\\"; touch PWNED; \\\"",
+];
+
+#[test]
+fn hostile_senders_run_nothing_through_either_fallback_form() {
+    let s = Setup::standard("");
+    let out_file = s.path("argv.out");
+    let forms = [
+        format!(
+            "/bin/sh -c \"printf '%s\\n' $sender $local > {}\"",
+            out_file.display()
+        ),
+        format!(
+            "/bin/sh -c \"printf '%s\\n' '$sender' \\\"$local\\\" > {}\"",
+            out_file.display()
+        ),
+        "/usr/bin/env printf '%s\\n' $sender $local".to_string(),
+    ];
+    for form in &forms {
+        s.configure(&format!("{OPTIONS}\nFallback = {form}"), "");
+        for sender in HOSTILE_SENDERS {
+            for local in ["carol", "x$(touch PWNED)", "a;touch PWNED"] {
+                let _ = std::fs::remove_file(&out_file);
+                let out = s
+                    .run()
+                    .args(["-l", local, "-s", sender])
+                    .command()
+                    .current_dir(s.dir.path())
+                    .stdin(std::process::Stdio::null())
+                    .output()
+                    .unwrap();
+                assert_eq!(
+                    out.status.code(),
+                    Some(0),
+                    "{form} / {sender}: {}",
+                    text(&out.stderr)
+                );
+                assert!(
+                    !s.path("PWNED").exists(),
+                    "command ran: {form} with sender {sender}"
+                );
+                let printed = if form.contains("env printf") {
+                    text(&out.stdout)
+                } else {
+                    std::fs::read_to_string(&out_file).unwrap()
+                };
+                assert_eq!(
+                    printed,
+                    format!("{sender}\n{}\n", local.to_ascii_lowercase()),
+                    "the values arrive intact, as data ({form})"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn senders_with_line_breaks_are_refused_before_anything_runs() {
+    let s = Setup::standard("");
+    s.configure(
+        &format!("{OPTIONS}\nFallback = /bin/sh -c \"touch PWNED-$sender\""),
+        "",
+    );
+    for sender in ["a\nb", "a\r\nb", "x\n$(touch PWNED)"] {
+        let out = s
+            .run()
+            .args(["-l", "carol", "-s", sender])
+            .command()
+            .current_dir(s.dir.path())
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(65), "{}", text(&out.stderr));
+        assert!(text(&out.stderr).contains("Invalid sender"));
+    }
+    let leftovers: Vec<_> = std::fs::read_dir(s.dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains("PWNED"))
+        .collect();
+    assert!(leftovers.is_empty());
+}
+
+#[test]
+fn macros_may_not_name_the_program() {
+    let s = with_fallback("/usr/lib/$local", "");
+    let out = s.run().args(["-l", "carol"]).expect(78);
+    assert!(text(&out.stderr).contains("program name"));
+}

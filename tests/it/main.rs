@@ -1,0 +1,12 @@
+//! Integration tests: the real binary, driven as an MTA would drive it. One test binary
+//! (faster to build), one module per concern.
+
+mod bytes;
+mod command_line;
+mod common;
+mod configuration;
+mod delivery;
+mod fallback;
+mod hostile;
+mod original_bugs;
+mod robustness;
