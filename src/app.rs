@@ -222,6 +222,7 @@ fn store(
         }
     }
     signals::commit_guarded(|| db.commit()).map_err(|e| e.in_statement("Deliver"))?;
+    db.after_commit();
     Ok(())
 }
 

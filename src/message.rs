@@ -16,9 +16,8 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use crate::error::Error;
 use crate::exit::Mailer;
 
-/// Bytes asked for per read from a pipe (its usual capacity); regular files read in larger steps.
+/// Bytes asked for per read from a pipe (its usual capacity).
 const PIPE_CHUNK: usize = 64 * 1024;
-const FILE_CHUNK: usize = 1024 * 1024;
 
 /// The message as it will be stored: header lines (qmail/courier) followed by standard input.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -80,17 +79,44 @@ pub fn read<R: Read + AsFd>(
     let stat = nix::sys::stat::fstat(input.as_fd()).ok();
     let regular_file = stat.is_some_and(|st| st.st_mode & nix::libc::S_IFMT == nix::libc::S_IFREG);
     let allowance = limit.map_or(u64::MAX, |l| l.saturating_add(1));
-    if let (true, Some(st)) = (regular_file, stat) {
-        // A qmail message file: size the buffer once instead of growing it.
+    let total = if let (true, Some(st)) = (regular_file, stat) {
+        // A qmail message file: size the buffer once and read without polling.
         bytes.reserve((st.st_size.max(0) as u64).min(allowance) as usize);
+        read_file(input, &mut bytes, allowance)?
+    } else {
+        read_pipe(input, &mut bytes, allowance, deadline, timeout)?
+    };
+    if let Some(limit) = limit {
+        if total > limit {
+            return Err(Error::TooLong(limit));
+        }
     }
-    let chunk = if regular_file { FILE_CHUNK } else { PIPE_CHUNK };
+    Ok(Message { bytes, header_len })
+}
+
+/// Reads a regular file to its end (or `allowance` bytes); files never block.
+fn read_file<R: Read>(input: &mut R, bytes: &mut Vec<u8>, allowance: u64) -> Result<u64, Error> {
+    // read_to_end retries EINTR itself and reads into spare capacity without zeroing it.
+    let n = input
+        .take(allowance)
+        .read_to_end(bytes)
+        .map_err(Error::ReadMessage)?;
+    Ok(n as u64)
+}
+
+/// Reads a pipe or socket, waiting at most until `deadline` for each chunk.
+fn read_pipe<R: Read + AsFd>(
+    input: &mut R,
+    bytes: &mut Vec<u8>,
+    allowance: u64,
+    deadline: Instant,
+    timeout: Duration,
+) -> Result<u64, Error> {
     let mut total: u64 = 0;
     while total < allowance {
-        if !regular_file {
-            wait_readable(input, deadline, timeout)?;
-        }
-        let want = (chunk as u64).min(allowance - total) as usize;
+        wait_readable(input, deadline, timeout)?;
+        // Zero only what one read can fill (a pipe holds 64 KiB), not the whole capacity.
+        let want = (PIPE_CHUNK as u64).min(allowance - total) as usize;
         let start = bytes.len();
         bytes.resize(start + want, 0);
         let result = input.read(&mut bytes[start..]);
@@ -102,12 +128,7 @@ pub fn read<R: Read + AsFd>(
             Err(e) => return Err(Error::ReadMessage(e)),
         }
     }
-    if let Some(limit) = limit {
-        if total > limit {
-            return Err(Error::TooLong(limit));
-        }
-    }
-    Ok(Message { bytes, header_len })
+    Ok(total)
 }
 
 /// Waits until `input` has data or end-of-file, or the deadline passes.

@@ -38,6 +38,9 @@ pub trait Backend {
     /// Makes the delivery durable; success is reported to the MTA only after this returns.
     fn commit(&mut self) -> Result<(), DbError>;
 
+    /// Housekeeping once the delivery is committed and counted (never fails the delivery).
+    fn after_commit(&mut self) {}
+
     /// Undoes everything since `begin`.
     fn rollback(&mut self) -> Result<(), DbError>;
 }

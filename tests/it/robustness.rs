@@ -213,3 +213,19 @@ fn an_abandoned_delivery_is_not_stored() {
     assert!(err.contains("has gone"), "{err}");
     assert_eq!(s.count(), 0);
 }
+
+#[test]
+fn the_wal_stays_small_across_many_deliveries() {
+    // Each delivery is a new process that rebuilds the WAL index by reading the WAL: it must
+    // not grow without bound (it would if checkpoints were left to SQLite's defaults).
+    let s = Setup::standard("");
+    for i in 0..150 {
+        s.run()
+            .args(["-l", "alice"])
+            .stdin(vec![b'a' + (i % 26) as u8; 6000])
+            .expect(0);
+    }
+    assert_eq!(s.count(), 150);
+    let wal = std::fs::metadata(format!("{}-wal", s.db.display())).map_or(0, |m| m.len());
+    assert!(wal < 1024 * 1024, "WAL grew to {wal} bytes");
+}

@@ -1,0 +1,22 @@
+-- virt_mail on SQLite: mailboxes and the messages stored for them.
+-- Create with:  sqlite3 /var/mail/virt_mail.db < schema.sql
+-- virt_mail switches the file to WAL mode on first use; it never creates the file itself.
+
+CREATE TABLE IF NOT EXISTS mailbox (
+    id      INTEGER PRIMARY KEY,
+    local   TEXT NOT NULL,                    -- lower-case local part
+    domain  TEXT NOT NULL DEFAULT '',         -- lower-case domain ('' = any)
+    folder  TEXT NOT NULL DEFAULT 'Inbox',
+    UNIQUE (local, domain)
+);
+
+CREATE TABLE IF NOT EXISTS message (
+    id          INTEGER PRIMARY KEY,
+    mailbox_id  INTEGER NOT NULL REFERENCES mailbox (id),
+    folder      TEXT NOT NULL,
+    sender      TEXT NOT NULL,                -- envelope sender, '' for bounces
+    received    TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+    body        BLOB NOT NULL                 -- the message, byte for byte
+);
+
+CREATE INDEX IF NOT EXISTS message_mailbox ON message (mailbox_id, folder);
