@@ -100,13 +100,8 @@ fn deliver(
         connect: config.timeouts.connect,
         statement: config.timeouts.statement,
     };
-    let mut db = backend::connect(&config.dsn, limits)?;
-    let columns = match verify(db.as_mut(), config.verify.as_ref(), &macros)? {
-        Some(columns) => columns,
-        None => {
-            drop(db);
-            return unknown_recipient(config, envelope, &macros);
-        }
+    let Some((mut db, columns)) = connect_and_verify(config, &macros, limits)? else {
+        return unknown_recipient(config, envelope, &macros);
     };
     macros.columns = &columns;
 
@@ -169,6 +164,28 @@ fn export_flags(args: &Args) {
             unsafe { std::env::set_var(name, value) };
         }
     }
+}
+
+/// Connects and runs Verify. `None`: no such recipient (and no connection kept open while a
+/// Fallback runs). Verify may run on its own data source (`VerifyDSN`, e.g. a read
+/// replica); Deliver always goes to `DSN`.
+fn connect_and_verify(
+    config: &Config,
+    macros: &Macros<'_>,
+    limits: Limits,
+) -> Result<Option<(Box<dyn Backend>, Row)>, Error> {
+    let Some(verify_dsn) = &config.verify_dsn else {
+        let mut db = backend::connect(&config.dsn, limits)?;
+        let found = verify(db.as_mut(), config.verify.as_ref(), macros)?;
+        return Ok(found.map(|columns| (db, columns)));
+    };
+    debug!("VerifyDSN {}", report::mask_dsn(verify_dsn));
+    let mut replica = backend::connect(verify_dsn, limits)?;
+    let Some(columns) = verify(replica.as_mut(), config.verify.as_ref(), macros)? else {
+        return Ok(None);
+    };
+    drop(replica);
+    Ok(Some((backend::connect(&config.dsn, limits)?, columns)))
 }
 
 /// Runs Verify. `Some(columns)` when the recipient exists; without Verify everyone does.

@@ -48,6 +48,8 @@ pub struct Config {
     pub path: PathBuf,
     /// Where the mail goes: a native URL or an ODBC connect string (may hold a password).
     pub dsn: String,
+    /// Where Verify runs, when not on `dsn` (e.g. a read replica).
+    pub verify_dsn: Option<String>,
     pub max_message_size: Option<u64>,
     pub remove_prefix: Option<String>,
     pub unix_from_line: bool,
@@ -67,6 +69,7 @@ pub struct Config {
 /// would otherwise silently accept every recipient.
 const OPTION_KEYS: &[&str] = &[
     "DSN",
+    "VerifyDSN",
     "HOST",
     "PORT",
     "UID",
@@ -199,6 +202,7 @@ impl Config {
         Ok(Config {
             path: path.to_path_buf(),
             dsn: text("DSN").unwrap_or_else(|| composed_dsn(&text)),
+            verify_dsn: text("VerifyDSN"),
             max_message_size: number("MaxMessageSize")
                 .filter(|&n| n > 0)
                 .map(|n| n as u64),
@@ -230,7 +234,11 @@ impl Config {
 
     /// The passwords this configuration holds, so that no output can ever show them.
     pub fn secrets(&self) -> Vec<String> {
-        crate::report::dsn_secrets(&self.dsn)
+        let mut secrets = crate::report::dsn_secrets(&self.dsn);
+        if let Some(dsn) = &self.verify_dsn {
+            secrets.extend(crate::report::dsn_secrets(dsn));
+        }
+        secrets
     }
 }
 

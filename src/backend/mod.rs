@@ -12,6 +12,12 @@ use crate::config::Statement;
 use crate::error::{DbError, DbStep, Retry};
 use crate::macros::{Macros, Value};
 
+#[cfg(feature = "mysql")]
+mod mysql;
+#[cfg(feature = "odbc")]
+mod odbc;
+#[cfg(feature = "postgres")]
+mod postgres;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 
@@ -77,12 +83,37 @@ pub fn connect(dsn: &str, limits: Limits) -> Result<Box<dyn Backend>, DbError> {
         Target::Sqlite(path) => Ok(Box::new(sqlite::Sqlite::open(path, limits)?)),
         #[cfg(not(feature = "sqlite"))]
         Target::Sqlite(_) => Err(not_built("SQLite", "sqlite")),
+        #[cfg(feature = "postgres")]
+        Target::Postgres => Ok(Box::new(postgres::Postgres::connect(dsn, limits)?)),
+        #[cfg(not(feature = "postgres"))]
         Target::Postgres => Err(not_built("PostgreSQL", "postgres")),
+        #[cfg(feature = "mysql")]
+        Target::Mysql => Ok(Box::new(mysql::Mysql::connect(dsn, limits)?)),
+        #[cfg(not(feature = "mysql"))]
         Target::Mysql => Err(not_built("MySQL/MariaDB", "mysql")),
+        #[cfg(feature = "odbc")]
+        Target::Odbc => Ok(Box::new(odbc::Odbc::connect(&odbc_connect_string(dsn), limits)?)),
+        #[cfg(not(feature = "odbc"))]
         Target::Odbc => Err(not_built("ODBC", "odbc")),
     }
 }
 
+/// The original accepted a DSN value without `DSN=`: `Virtuoso;UID=dba` means
+/// `DSN=Virtuoso;UID=dba`. A first attribute with `=` (`DSN=`, `DRIVER=`, `FILEDSN=`…) is kept.
+pub fn odbc_connect_string(dsn: &str) -> String {
+    let dsn = dsn.trim();
+    let first = dsn.split(';').next().unwrap_or("");
+    if first.contains('=') {
+        dsn.to_string()
+    } else {
+        format!("DSN={dsn}")
+    }
+}
+
+#[cfg_attr(
+    all(feature = "sqlite", feature = "postgres", feature = "mysql", feature = "odbc"),
+    allow(dead_code)
+)]
 fn not_built(name: &str, feature: &str) -> DbError {
     DbError::new(
         DbStep::Connect,
@@ -124,6 +155,18 @@ mod tests {
         assert_eq!(Target::of("mariadb://u@h/db"), Target::Mysql);
         assert_eq!(Target::of("DSN=Virtuoso;UID=dba"), Target::Odbc);
         assert_eq!(Target::of("Virtuoso"), Target::Odbc);
+    }
+
+    #[test]
+    fn odbc_strings_get_dsn_prepended_when_bare() {
+        assert_eq!(odbc_connect_string("Virtuoso"), "DSN=Virtuoso");
+        assert_eq!(odbc_connect_string("Virtuoso;UID=dba;PWD=x"), "DSN=Virtuoso;UID=dba;PWD=x");
+        assert_eq!(odbc_connect_string("DSN=V;UID=dba"), "DSN=V;UID=dba");
+        assert_eq!(odbc_connect_string("DRIVER={SQLite3};Database=/x"), "DRIVER={SQLite3};Database=/x");
+        assert_eq!(
+            odbc_connect_string("HOST=127.0.0.1:1111;UID=dba;PWD=dba"),
+            "HOST=127.0.0.1:1111;UID=dba;PWD=dba"
+        );
     }
 
     #[test]

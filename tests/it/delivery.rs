@@ -382,3 +382,23 @@ fn environment_section_is_applied_and_used_for_the_envelope() {
     s.run().args(["-s", "flag@x"]).expect(0);
     assert_eq!(s.mails()[1].sender.as_deref(), Some("flag@x"));
 }
+
+#[test]
+fn verify_dsn_reads_the_replica_and_deliver_writes_the_primary() {
+    let s = Setup::standard("");
+    // The "replica" knows the users; the primary (the standard store) takes the mail.
+    let replica = s.path("replica.db");
+    let conn = rusqlite::Connection::open(&replica).unwrap();
+    conn.execute_batch("CREATE TABLE users (name TEXT, folder TEXT); INSERT INTO users VALUES ('zoe', 'Replica');")
+        .unwrap();
+    drop(conn);
+    s.configure(&format!("VerifyDSN = sqlite:{}\n{OPTIONS}", replica.display()), BOUNCE);
+    s.run().args(["-l", "zoe"]).expect(0);
+    s.run().args(["-l", "alice"]).expect(67);
+    let mails = s.mails();
+    assert_eq!(mails.len(), 1);
+    assert_eq!((mails[0].recipient.as_str(), mails[0].folder.as_deref()), ("zoe", Some("Replica")));
+    // A replica that cannot be reached defers, like the primary.
+    s.configure(&format!("VerifyDSN = sqlite:{}\n{OPTIONS}", s.path("gone/replica.db").display()), BOUNCE);
+    s.run().args(["-l", "zoe"]).expect(75);
+}

@@ -10,3 +10,5 @@ mod fallback;
 mod hostile;
 mod original_bugs;
 mod robustness;
+mod scenarios;
+mod stores;

@@ -1,0 +1,452 @@
+//! One scenario suite, every store: the same cases with the same expected results on SQLite,
+//! PostgreSQL, MariaDB, and ODBC to SQLite, PostgreSQL, MariaDB and Virtuoso.
+
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStringExt;
+
+use crate::common::*;
+use crate::hostile::corpus;
+use crate::stores::{self, Store};
+
+/// A scenario's private tables (dropped again at the end) and its configuration file.
+pub struct Case<'s> {
+    pub store: &'s dyn Store,
+    pub t: String,
+    _dir: tempfile::TempDir,
+    config: std::path::PathBuf,
+}
+
+impl<'s> Case<'s> {
+    pub fn new(store: &'s dyn Store) -> Case<'s> {
+        let t = stores::unique_prefix();
+        let d = store.dialect();
+        store.exec(&format!(
+            "CREATE TABLE {t}_users (name {text} NOT NULL PRIMARY KEY, folder {text} NOT NULL)",
+            text = d.text
+        ));
+        store.exec(&format!(
+            "INSERT INTO {t}_users (name, folder) VALUES ('alice', 'Inbox')"
+        ));
+        store.exec(&format!(
+            "INSERT INTO {t}_users (name, folder) VALUES ('o''brien', 'Inbox')"
+        ));
+        store.exec(&format!("INSERT INTO {t}_users (name, folder) VALUES ('info', 'Work')"));
+        store.exec(&format!(
+            "CREATE TABLE {t}_mail (id {serial}, recipient {text} NOT NULL, folder {text}, \
+             sender {text}, body {blob} NOT NULL)",
+            serial = d.serial,
+            text = d.text,
+            blob = d.blob
+        ));
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("virt_mail.ini");
+        let case = Case {
+            store,
+            t,
+            _dir: dir,
+            config,
+        };
+        case.configure("");
+        case
+    }
+
+    /// The standard Verify/Deliver on this case's tables, plus `extra` option lines.
+    pub fn configure(&self, extra: &str) {
+        let t = &self.t;
+        self.configure_statements(
+            &format!("SELECT name, folder FROM {t}_users WHERE name = '$local'"),
+            &format!(
+                "INSERT INTO {t}_mail (recipient, folder, sender, body) VALUES ($1, $2, '$sender', $message)"
+            ),
+            extra,
+        );
+    }
+
+    pub fn configure_statements(&self, verify: &str, deliver: &str, extra: &str) {
+        let text = format!(
+            "[Options]\nDSN = {dsn}\nVerify = {verify}\nDeliver = {deliver}\n{extra}\n\
+             [Environment]\n{env}\n{BOUNCE}\n",
+            dsn = self.store.dsn(),
+            env = self.store.environment(),
+        );
+        std::fs::write(&self.config, text).unwrap();
+        mode(&self.config, 0o600);
+    }
+
+    pub fn run(&self) -> Run {
+        let mut run = Run::new();
+        run.arg("-c").arg(&self.config);
+        run
+    }
+
+    pub fn mails(&self) -> Vec<Mail> {
+        self.store
+            .query(&format!(
+                "SELECT recipient, folder, sender, body FROM {}_mail ORDER BY id",
+                self.t
+            ))
+            .into_iter()
+            .map(|row| {
+                let text = |c: &Option<Vec<u8>>| c.as_ref().map(|b| String::from_utf8_lossy(b).into_owned());
+                Mail {
+                    recipient: text(&row[0]).unwrap_or_default(),
+                    folder: text(&row[1]),
+                    sender: text(&row[2]),
+                    body: row[3].clone().unwrap_or_default(),
+                }
+            })
+            .collect()
+    }
+
+    pub fn count(&self) -> usize {
+        let rows = self.store.query(&format!("SELECT COUNT(*) FROM {}_mail", self.t));
+        String::from_utf8_lossy(rows[0][0].as_ref().unwrap()).trim().parse().unwrap()
+    }
+
+    pub fn assert_users_intact(&self) {
+        let rows = self.store.query(&format!("SELECT COUNT(*) FROM {}_users", self.t));
+        let n: usize = String::from_utf8_lossy(rows[0][0].as_ref().unwrap()).trim().parse().unwrap();
+        assert_eq!(n, 3, "{}: users table altered", self.store.name());
+    }
+}
+
+impl Drop for Case<'_> {
+    fn drop(&mut self) {
+        if let Some(p) = self.store.dialect().procedures {
+            for sql in &p.drop {
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    self.store.exec(&sql.replace("{t}", &self.t))
+                }));
+            }
+        }
+        for table in ["mail", "users"] {
+            let sql = format!("DROP TABLE {}_{table}", self.t);
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.store.exec(&sql)));
+        }
+    }
+}
+
+pub fn known_recipient_under_every_mailer(store: &dyn Store) {
+    let case = Case::new(store);
+    let body = b"Subject: hi\r\n\r\nline one\r\nline two\n".to_vec();
+    for mailer in MAILERS {
+        case.run()
+            .mailer(mailer)
+            .args(["-l", "Alice", "-h", "Example.COM", "-s", "Bob@Example.ORG"])
+            .stdin(body.clone())
+            .expect(status_for(mailer, 0));
+    }
+    let mails = case.mails();
+    assert_eq!(mails.len(), MAILERS.len(), "{}", store.name());
+    for (mail, mailer) in mails.iter().zip(MAILERS) {
+        let mut want = prefix(mailer);
+        want.extend_from_slice(&body);
+        assert_eq!(mail.body, want, "{} {mailer}", store.name());
+        assert_eq!(mail.recipient, "alice", "$1 is the Verify column");
+        assert_eq!(mail.folder.as_deref(), Some("Inbox"), "$2");
+        assert_eq!(mail.sender.as_deref(), Some("Bob@Example.ORG"));
+    }
+}
+
+pub fn unknown_recipient_bounces(store: &dyn Store) {
+    let case = Case::new(store);
+    for mailer in MAILERS {
+        let out = case
+            .run()
+            .mailer(mailer)
+            .args(["-l", "Carol", "-h", "example.com"])
+            .expect(status_for(mailer, 67));
+        assert_eq!(
+            text(&out.stdout),
+            "\nNo mailbox for carol@example.com here.\nPlease check the address.\n"
+        );
+    }
+    assert_eq!(case.count(), 0);
+}
+
+pub fn check_return(store: &dyn Store) {
+    let case = Case::new(store);
+    let t = &case.t;
+    let d = store.dialect();
+    if d.native {
+        // The statement's first column is the return value.
+        case.configure_statements(
+            &format!(
+                "SELECT CASE WHEN EXISTS (SELECT 1 FROM {t}_users WHERE name = '$local') THEN 1 ELSE 0 END, 'Box'"
+            ),
+            &format!("INSERT INTO {t}_mail (recipient, folder, body) VALUES ('$local', $2, $message)"),
+            "VerifyCheckReturn = 1",
+        );
+        case.run().args(["-l", "alice"]).expect(0);
+        case.run().args(["-l", "carol"]).expect(67);
+        assert_eq!(case.mails().iter().map(|m| m.folder.clone().unwrap()).collect::<Vec<_>>(), ["Box"]);
+        {
+            // INSERT … RETURNING (SQLite, PostgreSQL, MariaDB ≥ 10.5): its value decides.
+            case.configure_statements(
+                &format!("SELECT name, folder FROM {t}_users WHERE name = '$local'"),
+                &format!("INSERT INTO {t}_mail (recipient, body) VALUES ($1, $message) RETURNING 0"),
+                "DeliverCheckReturn = 1",
+            );
+            for mailer in MAILERS {
+                let out = case.run().mailer(mailer).args(["-l", "alice"]).expect(status_for(mailer, 67));
+                assert!(text(&out.stderr).contains("rolled back"), "{}", text(&out.stderr));
+            }
+            assert_eq!(case.count(), 1, "{}: a refused Deliver left its row", store.name());
+        }
+    }
+    match &d.procedures {
+        Some(p) => {
+            for sql in &p.create {
+                store.exec(&sql.replace("{t}", t));
+            }
+            case.configure_statements(
+                &p.verify.replace("{t}", t),
+                &format!("INSERT INTO {t}_mail (recipient, body) VALUES ('$local', $message)"),
+                "VerifyCheckReturn = 1",
+            );
+            let before = case.count();
+            case.run().args(["-l", "alice"]).expect(0);
+            case.run().args(["-l", "carol"]).expect(67);
+            assert_eq!(case.count(), before + 1, "{}", store.name());
+            // The procedure stores and returns 0; 1 is expected: rolled back, bounced.
+            case.configure_statements(
+                &format!("SELECT name, folder FROM {t}_users WHERE name = '$local'"),
+                &p.deliver.replace("{t}", t),
+                "DeliverCheckReturn = 1",
+            );
+            for mailer in MAILERS {
+                case.run().mailer(mailer).args(["-l", "alice"]).expect(status_for(mailer, 67));
+            }
+            assert_eq!(case.count(), before + 1, "{}: the procedure's row stayed", store.name());
+            // Expecting what it returns: stored.
+            case.configure_statements(
+                &format!("SELECT name, folder FROM {t}_users WHERE name = '$local'"),
+                &p.deliver.replace("{t}", t),
+                "DeliverCheckReturn = 0",
+            );
+            case.run().args(["-l", "alice"]).expect(0);
+            assert_eq!(case.count(), before + 2);
+        }
+        None if !d.native => {
+            // No way to call a procedure here: a clear configuration error, never a guess.
+            case.configure_statements(
+                &format!("SELECT name FROM {t}_users WHERE name = '$local'"),
+                &format!("INSERT INTO {t}_mail (recipient, body) VALUES ('$local', $message)"),
+                "VerifyCheckReturn = 1",
+            );
+            let out = case.run().args(["-l", "alice"]).expect(78);
+            assert!(text(&out.stderr).contains("Verify"), "{}", text(&out.stderr));
+        }
+        None => {}
+    }
+}
+
+pub fn bodies_are_stored_byte_for_byte(store: &dyn Store) {
+    let case = Case::new(store);
+    let mut bodies: Vec<Vec<u8>> = vec![
+        b"Subject: nul\n\nbefore\0after\0\0end\n".to_vec(),
+        b"Subject: cr\r\rbody\rline\r".to_vec(),
+        b"Subject: crlf\r\n\r\nline 1\r\nline 2\r\n".to_vec(),
+        (0u8..=255).cycle().take(4096).collect(),
+        b"Subject: \xff\xfe\xc3\x28\n\n\xe2\x82".to_vec(),
+        Vec::new(),
+    ];
+    bodies.push((0..1024 * 1024u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect());
+    for body in &bodies {
+        case.run().args(["-l", "alice"]).stdin(body.clone()).expect(0);
+    }
+    let stored: Vec<Vec<u8>> = case.mails().into_iter().map(|m| m.body).collect();
+    assert_eq!(stored.len(), bodies.len());
+    for (i, (got, want)) in stored.iter().zip(&bodies).enumerate() {
+        assert!(got == want, "{}: body {i} differs ({} vs {} bytes)", store.name(), got.len(), want.len());
+    }
+}
+
+pub fn size_limit_is_exact(store: &dyn Store) {
+    let case = Case::new(store);
+    case.configure("MaxMessageSize = 1000");
+    for mailer in MAILERS {
+        case.run().mailer(mailer).args(["-l", "alice"]).stdin(vec![b'x'; 1000]).expect(status_for(mailer, 0));
+        let out = case
+            .run()
+            .mailer(mailer)
+            .args(["-l", "alice"])
+            .stdin(vec![b'x'; 1001])
+            .expect(status_for(mailer, 77));
+        assert_eq!(text(&out.stdout), "\nToo long for alice.\n");
+    }
+    assert_eq!(case.count(), MAILERS.len());
+    // Too long and unknown: unknown wins, as in the original.
+    case.run().args(["-l", "carol"]).stdin(vec![b'x'; 5000]).expect(67);
+}
+
+pub fn hostile_envelopes_are_data(store: &dyn Store) {
+    let case = Case::new(store);
+    let users = ["alice", "o'brien", "info"];
+    let mut stored = 0;
+    for value in corpus() {
+        if value.contains(&0) || String::from_utf8_lossy(&value).chars().any(char::is_control) {
+            continue; // refused before any database is touched; see hostile.rs
+        }
+        let os = OsString::from_vec(value.clone());
+        // As sender: stored exactly.
+        let mut run = case.run();
+        run.args(["-l", "alice", "-h", "example.com"]).arg("-s").arg(&os);
+        run.expect(0);
+        stored += 1;
+        // As local part: finds nobody, or exactly its own user.
+        let lower = String::from_utf8_lossy(&value).to_ascii_lowercase();
+        let mut run = case.run();
+        run.arg("-l").arg(&os).args(["-h", "example.com", "-s", "x@y"]);
+        if users.contains(&lower.as_str()) {
+            run.expect(0);
+            stored += 1;
+        } else {
+            run.expect(67);
+        }
+    }
+    let mails = case.mails();
+    assert_eq!(mails.len(), stored, "{}", store.name());
+    let senders: Vec<_> = mails.iter().filter_map(|m| m.sender.clone()).collect();
+    for value in corpus() {
+        let v = String::from_utf8_lossy(&value).into_owned();
+        if value.contains(&0) || v.chars().any(char::is_control) {
+            continue;
+        }
+        assert!(senders.contains(&v), "{}: sender {v:?} not stored exactly", store.name());
+    }
+    case.assert_users_intact();
+}
+
+pub fn broken_statements_are_classified(store: &dyn Store) {
+    let case = Case::new(store);
+    let t = &case.t;
+    // A statement that cannot be prepared: the configuration's fault.
+    case.configure_statements(
+        &format!("SELECT name FROM {t}_no_such_table WHERE name = '$local'"),
+        &format!("INSERT INTO {t}_mail (recipient, body) VALUES ($1, $message)"),
+        "",
+    );
+    for mailer in MAILERS {
+        let out = case.run().mailer(mailer).args(["-l", "alice"]).expect(status_for(mailer, 78));
+        assert_eq!(text(&out.stdout), "\nThe mail store is unavailable.\n");
+    }
+    // A statement that is fine but refused by the data every time (NOT NULL): permanent.
+    case.configure_statements(
+        &format!("SELECT name FROM {t}_users WHERE name = '$local'"),
+        &format!("INSERT INTO {t}_mail (recipient, body) VALUES (NULL, $message)"),
+        "",
+    );
+    for mailer in MAILERS {
+        let out = case.run().mailer(mailer).args(["-l", "alice"]).expect(status_for(mailer, 70));
+        assert!(text(&out.stderr).contains("Deliver"), "{}", text(&out.stderr));
+    }
+    assert_eq!(case.count(), 0);
+}
+
+/// Instantiates every scenario for one store.
+macro_rules! scenarios {
+    ($name:ident, $store:expr) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use crate::stores;
+
+            fn store() -> Option<Box<dyn crate::stores::Store>> {
+                $store
+            }
+
+            #[test]
+            fn known_recipient_under_every_mailer() {
+                if let Some(s) = store() {
+                    super::known_recipient_under_every_mailer(&*s)
+                }
+            }
+
+            #[test]
+            fn unknown_recipient_bounces() {
+                if let Some(s) = store() {
+                    super::unknown_recipient_bounces(&*s)
+                }
+            }
+
+            #[test]
+            fn check_return() {
+                if let Some(s) = store() {
+                    super::check_return(&*s)
+                }
+            }
+
+            #[test]
+            fn bodies_are_stored_byte_for_byte() {
+                if let Some(s) = store() {
+                    super::bodies_are_stored_byte_for_byte(&*s)
+                }
+            }
+
+            #[test]
+            fn size_limit_is_exact() {
+                if let Some(s) = store() {
+                    super::size_limit_is_exact(&*s)
+                }
+            }
+
+            #[test]
+            fn hostile_envelopes_are_data() {
+                if let Some(s) = store() {
+                    super::hostile_envelopes_are_data(&*s)
+                }
+            }
+
+            #[test]
+            fn broken_statements_are_classified() {
+                if let Some(s) = store() {
+                    super::broken_statements_are_classified(&*s)
+                }
+            }
+        }
+    };
+}
+
+scenarios!(sqlite, Some(Box::new(stores::sqlite::Sqlite::new())));
+
+#[cfg(feature = "postgres")]
+scenarios!(
+    postgres,
+    stores::require("postgres", stores::postgres::Postgres::from_env())
+        .map(|s| Box::new(s) as Box<dyn crate::stores::Store>)
+);
+
+#[cfg(feature = "mysql")]
+scenarios!(
+    mariadb,
+    stores::require("mariadb", stores::mysql::Mysql::from_env())
+        .map(|s| Box::new(s) as Box<dyn crate::stores::Store>)
+);
+
+#[cfg(feature = "odbc")]
+scenarios!(
+    odbc_sqlite,
+    stores::require("odbc sqlite", stores::odbc::Odbc::sqlite_from_env())
+        .map(|s| Box::new(s) as Box<dyn crate::stores::Store>)
+);
+
+#[cfg(feature = "odbc")]
+scenarios!(
+    odbc_postgres,
+    stores::require("odbc postgres", stores::odbc::Odbc::postgres_from_env())
+        .map(|s| Box::new(s) as Box<dyn crate::stores::Store>)
+);
+
+#[cfg(feature = "odbc")]
+scenarios!(
+    odbc_mariadb,
+    stores::require("odbc mariadb", stores::odbc::Odbc::mariadb_from_env())
+        .map(|s| Box::new(s) as Box<dyn crate::stores::Store>)
+);
+
+#[cfg(feature = "odbc")]
+scenarios!(
+    odbc_virtuoso,
+    stores::require("odbc virtuoso", stores::odbc::Odbc::virtuoso_from_env())
+        .map(|s| Box::new(s) as Box<dyn crate::stores::Store>)
+);
