@@ -80,6 +80,11 @@ impl FallbackCommand {
         &self.words[0]
     }
 
+    /// Which word a shell runs as a script, if any (it gets the variable rewrite).
+    pub fn script_index(&self) -> Option<usize> {
+        self.script
+    }
+
     /// Expands defined macros: as plain argument text, or, in a shell script, as references
     /// to `VIRT_MAIL_<NAME>` variables that hold the values.
     pub fn prepare(&self, macros: &Macros<'_>) -> Prepared {
@@ -155,27 +160,50 @@ fn split_words(line: &str) -> Result<Vec<String>, String> {
     Ok(words)
 }
 
-/// Finds `SHELL [options] -c SCRIPT` anywhere in the words (also behind `env`, `nice`, …).
+/// Finds the word a shell will run as code: `SHELL [options] -c SCRIPT` anywhere in the
+/// line (also behind `env`, `nice`, `sudo` …), or `su`/`runuser … -c COMMAND`.
 fn find_shell_script(words: &[String]) -> Option<usize> {
-    let shell = words.iter().position(|w| {
-        let name = Path::new(w)
+    let name = |w: &str| {
+        Path::new(w)
             .file_name()
             .and_then(|n| n.to_str())
-            .unwrap_or("");
-        SHELLS.contains(&name)
-    })?;
+            .unwrap_or("")
+            .to_string()
+    };
+    for (at, word) in words.iter().enumerate() {
+        let program = name(word);
+        if SHELLS.contains(&program.as_str()) {
+            return shell_script_after(words, at + 1);
+        }
+        if program == "su" || program == "runuser" {
+            let c = words[at + 1..]
+                .iter()
+                .position(|w| w == "-c" || w == "--command")?;
+            let script = at + 1 + c + 1;
+            return (script < words.len()).then_some(script);
+        }
+    }
+    None
+}
+
+/// After a shell's name: its options, then the script if one of them was `-c`.
+fn shell_script_after(words: &[String], mut i: usize) -> Option<usize> {
     let mut has_c = false;
-    let mut i = shell + 1;
     while let Some(w) = words.get(i) {
-        if w == "--" {
-            i += 1;
-            break;
+        match w.as_str() {
+            "--" => {
+                i += 1;
+                break;
+            }
+            // Options that take the next word as their argument.
+            "-o" | "+o" | "-O" | "+O" | "--rcfile" | "--init-file" => i += 2,
+            long if long.starts_with("--") => i += 1,
+            short if (short.starts_with('-') || short.starts_with('+')) && short.len() > 1 => {
+                has_c |= short[1..].contains('c');
+                i += 1;
+            }
+            _ => break,
         }
-        if !(w.starts_with('-') || w.starts_with('+')) || w.len() < 2 {
-            break;
-        }
-        has_c |= w[1..].contains('c');
-        i += 1;
     }
     (has_c && i < words.len()).then_some(i)
 }
@@ -502,6 +530,21 @@ mod tests {
                 "{line}"
             );
         }
+        for line in [
+            "bash -o pipefail -c 'x $local'",
+            "bash --norc -xc 'x $local'",
+            "/bin/su -s /bin/sh mail -c 'x $local'",
+            "runuser -u mail -- /bin/sh -c 'x $local'",
+        ] {
+            let p = FallbackCommand::parse(line).unwrap().prepare(&macros());
+            assert!(
+                argv(&p).last().unwrap().contains("${VIRT_MAIL_LOCAL}"),
+                "{line}"
+            );
+        }
+        // A script file with arguments: they are positional parameters, plain data.
+        let c = FallbackCommand::parse("/bin/sh /usr/local/bin/deliver $local").unwrap();
+        assert_eq!(c.script, None);
         let c = FallbackCommand::parse("/usr/bin/procmail -f $sender -d $local").unwrap();
         assert_eq!(c.script, None);
         assert_eq!(

@@ -30,7 +30,9 @@ impl<'s> Case<'s> {
         store.exec(&format!(
             "INSERT INTO {t}_users (name, folder) VALUES ('o''brien', 'Inbox')"
         ));
-        store.exec(&format!("INSERT INTO {t}_users (name, folder) VALUES ('info', 'Work')"));
+        store.exec(&format!(
+            "INSERT INTO {t}_users (name, folder) VALUES ('info', 'Work')"
+        ));
         store.exec(&format!(
             "CREATE TABLE {t}_mail (id {serial}, recipient {text} NOT NULL, folder {text}, \
              sender {text}, body {blob} NOT NULL)",
@@ -87,7 +89,9 @@ impl<'s> Case<'s> {
             ))
             .into_iter()
             .map(|row| {
-                let text = |c: &Option<Vec<u8>>| c.as_ref().map(|b| String::from_utf8_lossy(b).into_owned());
+                let text = |c: &Option<Vec<u8>>| {
+                    c.as_ref().map(|b| String::from_utf8_lossy(b).into_owned())
+                };
                 Mail {
                     recipient: text(&row[0]).unwrap_or_default(),
                     folder: text(&row[1]),
@@ -99,13 +103,23 @@ impl<'s> Case<'s> {
     }
 
     pub fn count(&self) -> usize {
-        let rows = self.store.query(&format!("SELECT COUNT(*) FROM {}_mail", self.t));
-        String::from_utf8_lossy(rows[0][0].as_ref().unwrap()).trim().parse().unwrap()
+        let rows = self
+            .store
+            .query(&format!("SELECT COUNT(*) FROM {}_mail", self.t));
+        String::from_utf8_lossy(rows[0][0].as_ref().unwrap())
+            .trim()
+            .parse()
+            .unwrap()
     }
 
     pub fn assert_users_intact(&self) {
-        let rows = self.store.query(&format!("SELECT COUNT(*) FROM {}_users", self.t));
-        let n: usize = String::from_utf8_lossy(rows[0][0].as_ref().unwrap()).trim().parse().unwrap();
+        let rows = self
+            .store
+            .query(&format!("SELECT COUNT(*) FROM {}_users", self.t));
+        let n: usize = String::from_utf8_lossy(rows[0][0].as_ref().unwrap())
+            .trim()
+            .parse()
+            .unwrap();
         assert_eq!(n, 3, "{}: users table altered", self.store.name());
     }
 }
@@ -121,7 +135,8 @@ impl Drop for Case<'_> {
         }
         for table in ["mail", "users"] {
             let sql = format!("DROP TABLE {}_{table}", self.t);
-            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.store.exec(&sql)));
+            let _ =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.store.exec(&sql)));
         }
     }
 }
@@ -179,19 +194,40 @@ pub fn check_return(store: &dyn Store) {
         );
         case.run().args(["-l", "alice"]).expect(0);
         case.run().args(["-l", "carol"]).expect(67);
-        assert_eq!(case.mails().iter().map(|m| m.folder.clone().unwrap()).collect::<Vec<_>>(), ["Box"]);
+        assert_eq!(
+            case.mails()
+                .iter()
+                .map(|m| m.folder.clone().unwrap())
+                .collect::<Vec<_>>(),
+            ["Box"]
+        );
         {
             // INSERT … RETURNING (SQLite, PostgreSQL, MariaDB ≥ 10.5): its value decides.
             case.configure_statements(
                 &format!("SELECT name, folder FROM {t}_users WHERE name = '$local'"),
-                &format!("INSERT INTO {t}_mail (recipient, body) VALUES ($1, $message) RETURNING 0"),
+                &format!(
+                    "INSERT INTO {t}_mail (recipient, body) VALUES ($1, $message) RETURNING 0"
+                ),
                 "DeliverCheckReturn = 1",
             );
             for mailer in MAILERS {
-                let out = case.run().mailer(mailer).args(["-l", "alice"]).expect(status_for(mailer, 67));
-                assert!(text(&out.stderr).contains("rolled back"), "{}", text(&out.stderr));
+                let out = case
+                    .run()
+                    .mailer(mailer)
+                    .args(["-l", "alice"])
+                    .expect(status_for(mailer, 67));
+                assert!(
+                    text(&out.stderr).contains("rolled back"),
+                    "{}",
+                    text(&out.stderr)
+                );
             }
-            assert_eq!(case.count(), 1, "{}: a refused Deliver left its row", store.name());
+            assert_eq!(
+                case.count(),
+                1,
+                "{}: a refused Deliver left its row",
+                store.name()
+            );
         }
     }
     match &d.procedures {
@@ -215,9 +251,17 @@ pub fn check_return(store: &dyn Store) {
                 "DeliverCheckReturn = 1",
             );
             for mailer in MAILERS {
-                case.run().mailer(mailer).args(["-l", "alice"]).expect(status_for(mailer, 67));
+                case.run()
+                    .mailer(mailer)
+                    .args(["-l", "alice"])
+                    .expect(status_for(mailer, 67));
             }
-            assert_eq!(case.count(), before + 1, "{}: the procedure's row stayed", store.name());
+            assert_eq!(
+                case.count(),
+                before + 1,
+                "{}: the procedure's row stayed",
+                store.name()
+            );
             // Expecting what it returns: stored.
             case.configure_statements(
                 &format!("SELECT name, folder FROM {t}_users WHERE name = '$local'"),
@@ -235,7 +279,11 @@ pub fn check_return(store: &dyn Store) {
                 "VerifyCheckReturn = 1",
             );
             let out = case.run().args(["-l", "alice"]).expect(78);
-            assert!(text(&out.stderr).contains("Verify"), "{}", text(&out.stderr));
+            assert!(
+                text(&out.stderr).contains("Verify"),
+                "{}",
+                text(&out.stderr)
+            );
         }
         None => {}
     }
@@ -251,14 +299,27 @@ pub fn bodies_are_stored_byte_for_byte(store: &dyn Store) {
         b"Subject: \xff\xfe\xc3\x28\n\n\xe2\x82".to_vec(),
         Vec::new(),
     ];
-    bodies.push((0..1024 * 1024u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect());
+    bodies.push(
+        (0..1024 * 1024u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+            .collect(),
+    );
     for body in &bodies {
-        case.run().args(["-l", "alice"]).stdin(body.clone()).expect(0);
+        case.run()
+            .args(["-l", "alice"])
+            .stdin(body.clone())
+            .expect(0);
     }
     let stored: Vec<Vec<u8>> = case.mails().into_iter().map(|m| m.body).collect();
     assert_eq!(stored.len(), bodies.len());
     for (i, (got, want)) in stored.iter().zip(&bodies).enumerate() {
-        assert!(got == want, "{}: body {i} differs ({} vs {} bytes)", store.name(), got.len(), want.len());
+        assert!(
+            got == want,
+            "{}: body {i} differs ({} vs {} bytes)",
+            store.name(),
+            got.len(),
+            want.len()
+        );
     }
 }
 
@@ -266,7 +327,11 @@ pub fn size_limit_is_exact(store: &dyn Store) {
     let case = Case::new(store);
     case.configure("MaxMessageSize = 1000");
     for mailer in MAILERS {
-        case.run().mailer(mailer).args(["-l", "alice"]).stdin(vec![b'x'; 1000]).expect(status_for(mailer, 0));
+        case.run()
+            .mailer(mailer)
+            .args(["-l", "alice"])
+            .stdin(vec![b'x'; 1000])
+            .expect(status_for(mailer, 0));
         let out = case
             .run()
             .mailer(mailer)
@@ -277,7 +342,10 @@ pub fn size_limit_is_exact(store: &dyn Store) {
     }
     assert_eq!(case.count(), MAILERS.len());
     // Too long and unknown: unknown wins, as in the original.
-    case.run().args(["-l", "carol"]).stdin(vec![b'x'; 5000]).expect(67);
+    case.run()
+        .args(["-l", "carol"])
+        .stdin(vec![b'x'; 5000])
+        .expect(67);
 }
 
 pub fn hostile_envelopes_are_data(store: &dyn Store) {
@@ -285,19 +353,27 @@ pub fn hostile_envelopes_are_data(store: &dyn Store) {
     let users = ["alice", "o'brien", "info"];
     let mut stored = 0;
     for value in corpus() {
-        if value.contains(&0) || String::from_utf8_lossy(&value).chars().any(char::is_control) {
+        if value.contains(&0)
+            || String::from_utf8_lossy(&value)
+                .chars()
+                .any(char::is_control)
+        {
             continue; // refused before any database is touched; see hostile.rs
         }
         let os = OsString::from_vec(value.clone());
         // As sender: stored exactly.
         let mut run = case.run();
-        run.args(["-l", "alice", "-h", "example.com"]).arg("-s").arg(&os);
+        run.args(["-l", "alice", "-h", "example.com"])
+            .arg("-s")
+            .arg(&os);
         run.expect(0);
         stored += 1;
         // As local part: finds nobody, or exactly its own user.
         let lower = String::from_utf8_lossy(&value).to_ascii_lowercase();
         let mut run = case.run();
-        run.arg("-l").arg(&os).args(["-h", "example.com", "-s", "x@y"]);
+        run.arg("-l")
+            .arg(&os)
+            .args(["-h", "example.com", "-s", "x@y"]);
         if users.contains(&lower.as_str()) {
             run.expect(0);
             stored += 1;
@@ -313,7 +389,11 @@ pub fn hostile_envelopes_are_data(store: &dyn Store) {
         if value.contains(&0) || v.chars().any(char::is_control) {
             continue;
         }
-        assert!(senders.contains(&v), "{}: sender {v:?} not stored exactly", store.name());
+        assert!(
+            senders.contains(&v),
+            "{}: sender {v:?} not stored exactly",
+            store.name()
+        );
     }
     case.assert_users_intact();
 }
@@ -328,7 +408,11 @@ pub fn broken_statements_are_classified(store: &dyn Store) {
         "",
     );
     for mailer in MAILERS {
-        let out = case.run().mailer(mailer).args(["-l", "alice"]).expect(status_for(mailer, 78));
+        let out = case
+            .run()
+            .mailer(mailer)
+            .args(["-l", "alice"])
+            .expect(status_for(mailer, 78));
         assert_eq!(text(&out.stdout), "\nThe mail store is unavailable.\n");
     }
     // A statement that is fine but refused by the data every time (NOT NULL): permanent.
@@ -338,8 +422,16 @@ pub fn broken_statements_are_classified(store: &dyn Store) {
         "",
     );
     for mailer in MAILERS {
-        let out = case.run().mailer(mailer).args(["-l", "alice"]).expect(status_for(mailer, 70));
-        assert!(text(&out.stderr).contains("Deliver"), "{}", text(&out.stderr));
+        let out = case
+            .run()
+            .mailer(mailer)
+            .args(["-l", "alice"])
+            .expect(status_for(mailer, 70));
+        assert!(
+            text(&out.stderr).contains("Deliver"),
+            "{}",
+            text(&out.stderr)
+        );
     }
     assert_eq!(case.count(), 0);
 }

@@ -27,8 +27,10 @@ impl Store for Sqlite {
 
     fn exec(&self, sql: &str) {
         let conn = rusqlite::Connection::open(&self.path).unwrap();
-        conn.busy_timeout(std::time::Duration::from_secs(30)).unwrap();
-        conn.execute_batch(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+        conn.busy_timeout(std::time::Duration::from_secs(30))
+            .unwrap();
+        conn.execute_batch(sql)
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
     }
 
     fn query(&self, sql: &str) -> Vec<Vec<Cell>> {
