@@ -67,19 +67,33 @@ fn deliver(
     report::add_secrets(config.secrets());
     debug!("DSN {}", report::mask_dsn(&config.dsn));
     for warning in &config.warnings {
-        debug!("{warning}");
+        report::warn(warning);
     }
 
     apply_environment(&config.environment)?;
     export_flags(args);
     let var = std::env::var_os;
-    let envelope = envelope_slot.insert(Envelope::new(
-        var("LOCAL").as_deref(),
-        var("HOST").as_deref(),
-        var("SENDER").as_deref(),
+    let (local, host, sender) = (var("LOCAL"), var("HOST"), var("SENDER"));
+    let found = Envelope::new(
+        local.as_deref(),
+        host.as_deref(),
+        sender.as_deref(),
         args.host.is_none(),
         config.remove_prefix.as_deref(),
-    )?);
+    );
+    let envelope = match found {
+        Ok(envelope) => envelope_slot.insert(envelope),
+        Err(error) => {
+            // The bounce text may still name the recipient, made printable.
+            let split_host = args.host.is_some().then_some(host.as_deref()).flatten();
+            *envelope_slot = Some(Envelope::printable(
+                local.as_deref(),
+                split_host,
+                sender.as_deref(),
+            ));
+            return Err(error);
+        }
+    };
     debug!(
         "recipient local={:?} domain={:?} sender={:?}",
         envelope.local, envelope.domain, envelope.sender
@@ -260,10 +274,10 @@ fn unknown_recipient(
         Input::Inherit,
         config.timeouts.fallback,
     )? {
-        Outcome::Exited(code) => {
+        Outcome::Exited { code, status } => {
             if code != ExitCode::Ok {
                 report::error(&format!(
-                    "Fallback {} exited with status {}",
+                    "Fallback {} exited with status {status} (taken as {})",
                     command.program(),
                     code as u8
                 ));

@@ -60,7 +60,7 @@ pub struct Config {
     pub timeouts: Timeouts,
     /// `[Environment]`, first occurrence of each name, not macro-expanded.
     pub environment: Vec<(String, String)>,
-    /// Things an administrator should know but that do not stop delivery (shown by --debug).
+    /// Things an administrator should know but that do not stop delivery (warned on stderr).
     pub warnings: Vec<String>,
     bounce: Vec<(String, String)>,
 }

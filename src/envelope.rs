@@ -85,6 +85,41 @@ impl Envelope {
     }
 }
 
+impl Envelope {
+    /// A stand-in for bounce texts when the envelope itself was refused: the values as
+    /// given, made printable (control characters become `?`, at most 100 characters).
+    pub fn printable(
+        local: Option<&OsStr>,
+        host: Option<&OsStr>,
+        sender: Option<&OsStr>,
+    ) -> Envelope {
+        let clean = |v: Option<&OsStr>| -> String {
+            v.map(|v| {
+                v.to_string_lossy()
+                    .chars()
+                    .take(100)
+                    .map(|c| if c.is_control() { '?' } else { c })
+                    .collect()
+            })
+            .unwrap_or_default()
+        };
+        let local = clean(local);
+        let (local, domain) = match host {
+            Some(_) => (local, clean(host)),
+            None => match local.rsplit_once('@') {
+                Some((l, d)) => (l.to_string(), d.to_string()),
+                None => (local, String::new()),
+            },
+        };
+        Envelope {
+            recipient: local.clone(),
+            local: local.to_ascii_lowercase(),
+            domain: domain.to_ascii_lowercase(),
+            sender: clean(sender),
+        }
+    }
+}
+
 fn utf8(s: &OsStr) -> Option<&str> {
     s.to_str()
 }
@@ -218,6 +253,26 @@ mod tests {
             let e = env(ok, Some("x"), ok, None).unwrap();
             assert_eq!(e.sender, ok);
         }
+    }
+
+    #[test]
+    fn printable_stand_in_for_refused_envelopes() {
+        let e = Envelope::printable(
+            Some(OsStr::new("Bad\nUser@Example.com")),
+            None,
+            Some(OsStr::new("x\ry")),
+        );
+        assert_eq!(
+            (e.local.as_str(), e.domain.as_str(), e.sender.as_str()),
+            ("bad?user", "example.com", "x?y")
+        );
+        let long = "x".repeat(1000);
+        assert_eq!(
+            Envelope::printable(Some(OsStr::new(&long)), None, None)
+                .local
+                .len(),
+            100
+        );
     }
 
     #[test]

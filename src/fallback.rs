@@ -55,8 +55,9 @@ pub struct Prepared {
 /// How the Fallback ended.
 #[derive(Debug)]
 pub enum Outcome {
-    /// It ran; its status as a sysexits code (non-sysexits statuses are EX_SOFTWARE).
-    Exited(ExitCode),
+    /// It ran: its status as a sysexits code (non-sysexits statuses are EX_SOFTWARE), and
+    /// the status as it exited, for the log.
+    Exited { code: ExitCode, status: i32 },
     /// It does not exist or may not be run: the recipient is bounced as unknown.
     CannotRun(io::Error),
 }
@@ -360,7 +361,10 @@ fn cannot_run(e: &io::Error) -> bool {
 
 fn classify(status: ExitStatus, program: &str) -> Result<Outcome, Error> {
     if let Some(code) = status.code() {
-        return Ok(Outcome::Exited(from_raw(code)));
+        return Ok(Outcome::Exited {
+            code: from_raw(code),
+            status: code,
+        });
     }
     let signal = status.signal().unwrap_or(0);
     Err(Error::FallbackFailed {

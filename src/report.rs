@@ -84,10 +84,17 @@ fn line(severity: nix::syslog::Severity, message: &str) {
     }
 }
 
-/// A `--debug` trace line (stderr only).
+/// A `--debug` trace line (stderr only); multi-line text (SQL) keeps the prefix per line.
 pub fn debug_line(args: std::fmt::Arguments<'_>) {
     let text = redact(&args.to_string());
-    let _ = writeln!(std::io::stderr(), "{}: debug: {text}", program());
+    let mut out = String::with_capacity(text.len() + 32);
+    for line in text.lines() {
+        out.push_str(program());
+        out.push_str(": debug: ");
+        out.push_str(line);
+        out.push('\n');
+    }
+    let _ = std::io::stderr().write_all(out.as_bytes());
 }
 
 /// `debug!("...", args)`: formats only when `--debug` is on.

@@ -56,7 +56,7 @@ impl Sqlite {
         };
         // Opening while another process switches the journal mode or rebuilds the WAL index
         // can report SQLITE_BUSY without consulting the busy handler: retry until the limit.
-        let deadline = Instant::now() + limits.statement;
+        let deadline = Instant::now() + limits.connect;
         loop {
             match setup() {
                 Ok(()) => break,

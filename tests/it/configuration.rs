@@ -175,3 +175,19 @@ fn max_message_size_forms() {
         assert_eq!(over.status.code(), Some(want), "MaxMessageSize = {value}");
     }
 }
+
+#[test]
+fn unknown_keys_are_warned_about_on_every_run() {
+    // A misspelt Verify would otherwise accept every recipient without a word.
+    let s = Setup::new(&format!("{OPTIONS}\nVerfy = SELECT 1"), "");
+    let out = s.run().args(["-l", "alice"]).expect(0);
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("warning") && err.contains("unknown key Verfy"),
+        "{err}"
+    );
+    assert!(
+        err.contains("virt_mail.ini:"),
+        "names the file and line: {err}"
+    );
+}

@@ -389,16 +389,43 @@ fn verify_dsn_reads_the_replica_and_deliver_writes_the_primary() {
     // The "replica" knows the users; the primary (the standard store) takes the mail.
     let replica = s.path("replica.db");
     let conn = rusqlite::Connection::open(&replica).unwrap();
-    conn.execute_batch("CREATE TABLE users (name TEXT, folder TEXT); INSERT INTO users VALUES ('zoe', 'Replica');")
-        .unwrap();
+    conn.execute_batch(
+        "CREATE TABLE users (name TEXT, folder TEXT); INSERT INTO users VALUES ('zoe', 'Replica');",
+    )
+    .unwrap();
     drop(conn);
-    s.configure(&format!("VerifyDSN = sqlite:{}\n{OPTIONS}", replica.display()), BOUNCE);
+    s.configure(
+        &format!("VerifyDSN = sqlite:{}\n{OPTIONS}", replica.display()),
+        BOUNCE,
+    );
     s.run().args(["-l", "zoe"]).expect(0);
     s.run().args(["-l", "alice"]).expect(67);
     let mails = s.mails();
     assert_eq!(mails.len(), 1);
-    assert_eq!((mails[0].recipient.as_str(), mails[0].folder.as_deref()), ("zoe", Some("Replica")));
+    assert_eq!(
+        (mails[0].recipient.as_str(), mails[0].folder.as_deref()),
+        ("zoe", Some("Replica"))
+    );
     // A replica that cannot be reached defers, like the primary.
-    s.configure(&format!("VerifyDSN = sqlite:{}\n{OPTIONS}", s.path("gone/replica.db").display()), BOUNCE);
+    s.configure(
+        &format!(
+            "VerifyDSN = sqlite:{}\n{OPTIONS}",
+            s.path("gone/replica.db").display()
+        ),
+        BOUNCE,
+    );
     s.run().args(["-l", "zoe"]).expect(75);
+}
+
+#[test]
+fn a_refused_recipient_is_still_named_in_the_bounce_printably() {
+    let s = Setup::standard("");
+    let out = s
+        .run()
+        .args(["-l", "Bad\u{1b}User", "-h", "Example.com"])
+        .expect(67);
+    assert_eq!(
+        text(&out.stdout),
+        "\nNo mailbox for bad?user@example.com here.\nPlease check the address.\n"
+    );
 }

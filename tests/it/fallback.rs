@@ -304,3 +304,14 @@ fn macros_may_not_name_the_program() {
     let out = s.run().args(["-l", "carol"]).expect(78);
     assert!(text(&out.stderr).contains("program name"));
 }
+
+#[test]
+fn the_log_names_the_status_the_fallback_really_exited_with() {
+    let s = with_fallback("/bin/sh -c 'exit 3'", "");
+    let out = s.run().args(["-l", "carol"]).stdin("").expect(70);
+    assert!(
+        text(&out.stderr).contains("exited with status 3 (taken as 70)"),
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -10,6 +10,8 @@ mod docs;
 mod faults;
 mod fallback;
 mod hostile;
+#[cfg(feature = "mysql")]
+mod mysql;
 mod original_bugs;
 mod robustness;
 mod scenarios;

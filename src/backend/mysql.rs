@@ -1,0 +1,722 @@
+//! MySQL and MariaDB (`mysql://…`, `mariadb://…`), through the pure-Rust `mysql` crate: no
+//! client library, no system libraries.
+//!
+//! **DSN.** A URL: `mysql://USER:PASSWORD@HOST[:PORT]/DATABASE` (port 3306 by default) or, for
+//! the server's unix socket, `mysql://USER:PASSWORD@localhost/DATABASE?socket=/run/mysqld/mysqld.sock`
+//! (the host is then not used). `mariadb://` is the same URL. Reserved characters in the user
+//! or password are percent-encoded (`p%40ss` for `p@ss`). Unlike libmysqlclient, `localhost`
+//! without `socket=` means TCP to localhost; and the crate's habit of asking a loopback server
+//! for its socket and reconnecting (`prefer_socket`) is off unless the URL sets it, since it
+//! costs a query and a second connection per message. Other parameters of the crate work
+//! (`compress=true`, `tcp_keepalive_time_ms=…`, `max_allowed_packet=…`); unknown ones are a
+//! connect error.
+//!
+//! **TLS** is not built in (it would add a TLS stack to every build for a loopback or socket
+//! connection that rarely needs it). A DSN that asks for it (`require_ssl=true`, `ssl-mode=…`,
+//! `root_cert_path=…`, any `ssl`/`tls` parameter not set to false) is refused at connect
+//! (exit 75 with the reason on stderr): the mail waits rather than travel in clear text.
+//!
+//! **Time limits.** `ConnectTimeout` bounds the TCP connect and each read/write of the
+//! handshake. Once connected, one `SET SESSION` (the only extra round trip) sets the server's
+//! own limits from `StatementTimeout`: `innodb_lock_wait_timeout` (whole seconds, at least 1)
+//! and, on MariaDB, `max_statement_time` (fractional seconds, every statement); on MySQL ≥ 5.7.8
+//! `max_execution_time` (milliseconds, read-only SELECTs only). MariaDB or MySQL is read from
+//! the version in the server's greeting; the MariaDB variable sits in a `/*M!…*/` comment that
+//! MySQL ignores, so a misread version cannot break the connection. The socket's read/write
+//! timeouts become StatementTimeout + 5 s, a client-side backstop for a server that stops
+//! answering. Every expiry (1205 lock wait, 1969 MariaDB statement time, 3024 MySQL, the client
+//! timeout) is transient: the MTA retries.
+//!
+//! **Binding.** Prepared statements (binary protocol), positional `?`, every macro value a
+//! string parameter: text as UTF-8, the message as its exact bytes (NUL included) — into a
+//! BLOB column they are stored unchanged. Into a utf8mb4 TEXT column invalid UTF-8 is refused
+//! by the server in strict mode (error 1366, the default `STRICT_TRANS_TABLES`): permanent,
+//! exit 70, nothing stored; a server in non-strict mode would instead truncate with a warning,
+//! so bodies belong in a BLOB column. The crate reads `:name` outside quotes as a named
+//! parameter; such SQL fails to prepare (exit 78) rather than run changed.
+//!
+//! **Results.** The first row of the first result set; the rest (more rows, a CALL's extra
+//! result sets and final OK) is read to the end so a late error is not missed. Columns become
+//! text as the `mysql` client prints them (integers, floats, DECIMAL, dates as
+//! `YYYY-MM-DD HH:MM:SS[.ffffff]`); binary strings and BLOBs (charset 63) stay bytes; NULL is
+//! empty.
+//!
+//! **CheckReturn** is the first column of the first row: `SELECT my_function(…)`, a procedure
+//! whose last statement is `SELECT <value>` (`CALL proc(…)`), or MariaDB's
+//! `INSERT … RETURNING …`. MySQL procedures have no return value, and OUT parameters read back
+//! through session variables (`CALL p(?, @r); SELECT @r`) are not supported: that is two
+//! statements.
+//!
+//! **Transactions.** Autocommit stays on; `Deliver` runs inside `START TRANSACTION` … `COMMIT`.
+
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::time::Duration;
+
+use mysql::consts::ColumnType;
+use mysql::prelude::Queryable;
+use mysql::{Column, Conn, Opts, OptsBuilder, Params};
+
+use super::{Backend, Limits, Row};
+use crate::config::Statement;
+use crate::error::{DbError, DbStep, Retry};
+use crate::macros::{Macros, Placeholder, Value};
+
+/// The client-side backstop waits this much longer than the server's own statement limit.
+const CLIENT_MARGIN: Duration = Duration::from_secs(5);
+
+/// The `binary` character set: the column holds bytes, not text.
+const BINARY_CHARSET: u16 = 63;
+
+/// The largest packet the protocol allows. Setting it spares the crate its
+/// `SELECT @@max_allowed_packet` at connect; the server still applies its own limit.
+const MAX_PACKET: usize = 1 << 30;
+
+pub struct Mysql {
+    conn: Conn,
+    limits: Limits,
+}
+
+impl Mysql {
+    pub fn connect(dsn: &str, limits: Limits) -> Result<Mysql, DbError> {
+        let opts = options(dsn, limits)?;
+        let mut conn = Conn::new(opts).map_err(|e| error(DbStep::Connect, e, limits))?;
+        let backstop = at_least_a_second(limits.statement) + CLIENT_MARGIN;
+        set_socket_timeouts(conn.as_raw_fd(), backstop).map_err(|e| {
+            DbError::new(
+                DbStep::Connect,
+                Retry::Transient,
+                format!("cannot set the socket timeouts: {e}"),
+            )
+        })?;
+        let version = conn.server_version();
+        let setup = session_setup(version, limits.statement);
+        crate::debug!("mysql: server version {version:?}; {setup}");
+        conn.query_drop(&setup)
+            .map_err(|e| error(DbStep::Connect, e, limits))?;
+        Ok(Mysql { conn, limits })
+    }
+
+    fn simple(&mut self, sql: &str, step: DbStep) -> Result<(), DbError> {
+        let limits = self.limits;
+        self.conn.query_drop(sql).map_err(|e| {
+            let mut e = error(step, e, limits);
+            e.message = format!("{sql}: {}", e.message);
+            e
+        })
+    }
+}
+
+impl Backend for Mysql {
+    fn run(&mut self, statement: &Statement, macros: &Macros<'_>) -> Result<Option<Row>, DbError> {
+        let limits = self.limits;
+        let bound = statement.template.bind(macros, Placeholder::Question);
+        let stmt = self
+            .conn
+            .prep(&bound.sql)
+            .map_err(|e| error(DbStep::Prepare, e, limits))?;
+        if usize::from(stmt.num_params()) != bound.params.len() {
+            // A `?` or `:name` written in the SQL itself: the configuration's mistake.
+            return Err(DbError::new(
+                DbStep::Prepare,
+                Retry::Permanent,
+                format!(
+                    "the statement has {} parameter markers but {} macro values (a literal `?` or `:name` in the SQL?)",
+                    stmt.num_params(),
+                    bound.params.len()
+                ),
+            ));
+        }
+        let params: Vec<mysql::Value> = bound
+            .params
+            .iter()
+            .map(|v| mysql::Value::Bytes(v.as_bytes().to_vec()))
+            .collect();
+        let params = if params.is_empty() {
+            Params::Empty
+        } else {
+            Params::Positional(params)
+        };
+        let mut result = self
+            .conn
+            .exec_iter(&stmt, params)
+            .map_err(|e| error(DbStep::Execute, e, limits))?;
+        // The first result set with columns decides; everything after it is still read, so
+        // an error in a later statement of a procedure fails the run.
+        let mut first: Option<Option<Row>> = None;
+        while let Some(set) = result.iter() {
+            let has_columns = !set.columns().as_ref().is_empty();
+            let mut row_of_set = None;
+            for row in set {
+                let row = row.map_err(|e| error(DbStep::Execute, e, limits))?;
+                if row_of_set.is_none() && first.is_none() {
+                    row_of_set = Some(to_row(row));
+                }
+            }
+            if has_columns && first.is_none() {
+                first = Some(row_of_set);
+            }
+        }
+        Ok(first.flatten())
+    }
+
+    fn begin(&mut self) -> Result<(), DbError> {
+        self.simple("START TRANSACTION", DbStep::Execute)
+    }
+
+    fn commit(&mut self) -> Result<(), DbError> {
+        self.simple("COMMIT", DbStep::Commit)
+    }
+
+    fn rollback(&mut self) -> Result<(), DbError> {
+        self.simple("ROLLBACK", DbStep::Execute)
+    }
+}
+
+/// Driver options from the DSN, with our limits and without the crate's extra round trips.
+fn options(dsn: &str, limits: Limits) -> Result<Opts, DbError> {
+    let refuse = |message: String| DbError::new(DbStep::Connect, Retry::Permanent, message);
+    let url = driver_url(dsn).map_err(refuse)?;
+    let parsed = Opts::from_url(&url.url)
+        .map_err(|e| refuse(format!("invalid MySQL/MariaDB URL: {e}")))?;
+    let connect = at_least_a_second(limits.connect);
+    let mut builder = OptsBuilder::from_opts(parsed)
+        .tcp_connect_timeout(Some(connect))
+        .read_timeout(Some(connect))
+        .write_timeout(Some(connect));
+    if !url.prefer_socket_given {
+        builder = builder.prefer_socket(false);
+    }
+    if !url.max_packet_given {
+        builder = builder.max_allowed_packet(Some(MAX_PACKET));
+    }
+    let opts = Opts::from(builder);
+    if opts.get_ssl_opts().is_some() {
+        // Without a TLS feature the crate would panic here; never connect in clear text.
+        return Err(refuse(no_tls("TLS options")));
+    }
+    Ok(opts)
+}
+
+/// A DSN rewritten for the crate, and which of its defaults the DSN overrides.
+#[derive(Debug, PartialEq, Eq)]
+struct DriverUrl {
+    url: String,
+    prefer_socket_given: bool,
+    max_packet_given: bool,
+}
+
+/// `mariadb://` becomes `mysql://`; a TLS request is refused (this build has no TLS), an
+/// explicit "no TLS" (`require_ssl=false`) is dropped. Messages never contain the DSN.
+fn driver_url(dsn: &str) -> Result<DriverUrl, String> {
+    let dsn = dsn.trim();
+    let rest = match dsn.split_once("://") {
+        Some((scheme, rest))
+            if scheme.eq_ignore_ascii_case("mysql") || scheme.eq_ignore_ascii_case("mariadb") =>
+        {
+            rest
+        }
+        _ => return Err("a MySQL/MariaDB DSN starts with mysql:// or mariadb://".into()),
+    };
+    let (base, query) = match rest.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (rest, None),
+    };
+    let mut kept = Vec::new();
+    let mut prefer_socket_given = false;
+    let mut max_packet_given = false;
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let name = key.to_ascii_lowercase().replace('-', "_");
+        if asks_about_tls(&name) {
+            if is_false(value) {
+                continue;
+            }
+            return Err(no_tls(&format!("`{key}`")));
+        }
+        prefer_socket_given |= name == "prefer_socket";
+        max_packet_given |= name == "max_allowed_packet";
+        kept.push(pair);
+    }
+    let mut url = format!("mysql://{base}");
+    if !kept.is_empty() {
+        url.push('?');
+        url.push_str(&kept.join("&"));
+    }
+    Ok(DriverUrl {
+        url,
+        prefer_socket_given,
+        max_packet_given,
+    })
+}
+
+fn asks_about_tls(name: &str) -> bool {
+    name.contains("ssl")
+        || name.contains("tls")
+        || matches!(
+            name,
+            "root_cert_path"
+                | "cert_chain_path"
+                | "priv_key_path"
+                | "pkcs12_path"
+                | "pkcs12_pass"
+                | "cipher_suites"
+                | "danger_skip_domain_validation"
+                | "danger_accept_invalid_certs"
+                | "verify_ca"
+                | "verify_identity"
+        )
+}
+
+fn is_false(value: &str) -> bool {
+    matches!(
+        value.to_ascii_lowercase().as_str(),
+        "false" | "0" | "no" | "off" | "disable" | "disabled"
+    )
+}
+
+fn no_tls(what: &str) -> String {
+    format!(
+        "the DSN asks for TLS ({what}), but this virt_mail is built without TLS for MySQL/MariaDB; \
+         not connecting in clear text (use the server's unix socket or a local tunnel)"
+    )
+}
+
+/// The one statement that sets the server-side limits (see the module comment).
+fn session_setup(version: (u16, u16, u16), statement: Duration) -> String {
+    let lock_wait = statement.as_secs_f64().ceil().clamp(1.0, 1_073_741_824.0) as u64;
+    // MariaDB ≥ 10 greets as "5.5.5-10.x.y-MariaDB" (read as 5.5.5) or, later, as "11.x.y".
+    let mariadb = version.0 >= 10 || version == (5, 5, 5);
+    if !mariadb && version >= (5, 7, 8) {
+        let ms = statement.as_millis().clamp(1, u128::from(u32::MAX));
+        format!("SET SESSION innodb_lock_wait_timeout = {lock_wait}, max_execution_time = {ms}")
+    } else {
+        let seconds = statement.as_secs_f64();
+        format!(
+            "SET SESSION innodb_lock_wait_timeout = {lock_wait} \
+             /*M!100108 , max_statement_time = {seconds:.6} */"
+        )
+    }
+}
+
+fn at_least_a_second(d: Duration) -> Duration {
+    d.max(Duration::from_secs(1))
+}
+
+/// SO_RCVTIMEO/SO_SNDTIMEO on the connection's socket (TCP or unix): the crate only sets them
+/// when it connects, and the handshake should be bounded by ConnectTimeout, not this.
+fn set_socket_timeouts(fd: RawFd, timeout: Duration) -> io::Result<()> {
+    use nix::libc;
+    let tv = libc::timeval {
+        tv_sec: libc::time_t::try_from(timeout.as_secs()).unwrap_or(libc::time_t::MAX),
+        tv_usec: libc::suseconds_t::from(timeout.subsec_micros() as i32),
+    };
+    for option in [libc::SO_RCVTIMEO, libc::SO_SNDTIMEO] {
+        // SAFETY: `fd` is the connection's open socket, borrowed for the call; `tv` outlives
+        // it and the length given is its size.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                option,
+                (&raw const tv).cast::<libc::c_void>(),
+                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+fn to_row(row: mysql::Row) -> Row {
+    let columns = row.columns();
+    row.unwrap()
+        .into_iter()
+        .zip(columns.iter())
+        .map(|(value, column)| to_value(value, column))
+        .collect()
+}
+
+/// A column as the `mysql` client would print it (see the module comment).
+fn to_value(value: mysql::Value, column: &Column) -> Value<'static> {
+    use mysql::Value as V;
+    let text = |s: String| Value::Text(s.into());
+    match value {
+        V::NULL => Value::empty(),
+        V::Int(i) => text(i.to_string()),
+        V::UInt(u) => text(u.to_string()),
+        V::Float(f) => text(float_text(f64::from(f), &f)),
+        V::Double(f) => text(float_text(f, &f)),
+        V::Date(y, mo, d, h, mi, s, us) => {
+            let date = format!("{y:04}-{mo:02}-{d:02}");
+            if matches!(
+                column.column_type(),
+                ColumnType::MYSQL_TYPE_DATE | ColumnType::MYSQL_TYPE_NEWDATE
+            ) {
+                text(date)
+            } else {
+                text(format!(
+                    "{date} {h:02}:{mi:02}:{s:02}{}",
+                    fraction(us, column.decimals())
+                ))
+            }
+        }
+        V::Time(negative, days, h, mi, s, us) => {
+            let hours = u64::from(days) * 24 + u64::from(h);
+            text(format!(
+                "{}{hours:02}:{mi:02}:{s:02}{}",
+                if negative { "-" } else { "" },
+                fraction(us, column.decimals())
+            ))
+        }
+        V::Bytes(bytes) => {
+            if is_binary(column) {
+                return Value::Bytes(bytes.into());
+            }
+            match String::from_utf8(bytes) {
+                Ok(s) => text(s),
+                Err(e) => Value::Bytes(e.into_bytes().into()),
+            }
+        }
+    }
+}
+
+/// Bytes, not text: binary strings and BLOBs (charset 63), BIT, GEOMETRY. DECIMAL, ENUM,
+/// SET and JSON are text even where the server labels them with charset 63.
+fn is_binary(column: &Column) -> bool {
+    match column.column_type() {
+        ColumnType::MYSQL_TYPE_STRING
+        | ColumnType::MYSQL_TYPE_VAR_STRING
+        | ColumnType::MYSQL_TYPE_VARCHAR
+        | ColumnType::MYSQL_TYPE_TINY_BLOB
+        | ColumnType::MYSQL_TYPE_MEDIUM_BLOB
+        | ColumnType::MYSQL_TYPE_LONG_BLOB
+        | ColumnType::MYSQL_TYPE_BLOB => column.character_set() == BINARY_CHARSET,
+        ColumnType::MYSQL_TYPE_BIT
+        | ColumnType::MYSQL_TYPE_GEOMETRY
+        | ColumnType::MYSQL_TYPE_VECTOR => true,
+        _ => false,
+    }
+}
+
+/// `.ffffff` cut to the column's declared fractional digits (none for 0; 31 = unspecified).
+fn fraction(micros: u32, decimals: u8) -> String {
+    let digits = match decimals {
+        0 => return String::new(),
+        1..=6 => usize::from(decimals),
+        _ if micros == 0 => return String::new(),
+        _ => 6,
+    };
+    let full = format!("{micros:06}");
+    format!(".{}", &full[..digits])
+}
+
+/// Floats print shortest-exact, with an exponent only for very large or small magnitudes
+/// (as the server prints them: 1e20, 1.5e-7).
+fn float_text<F: std::fmt::Display + std::fmt::LowerExp>(magnitude: f64, f: &F) -> String {
+    let magnitude = magnitude.abs();
+    if magnitude.is_finite() && magnitude != 0.0 && !(1e-4..1e15).contains(&magnitude) {
+        format!("{f:e}")
+    } else {
+        f.to_string()
+    }
+}
+
+/// MySQL/MariaDB error numbers after which the same delivery may work later.
+fn is_transient(code: u16) -> bool {
+    matches!(
+        code,
+        // lock wait timeout, deadlock, too many active transactions, NOWAIT lock
+        1205 | 1213 | 1637 | 3572
+        // too many connections / user connections / resource limits
+        | 1040 | 1203 | 1226
+        // server shutting down, connection aborted or killed
+        | 1053 | 1077 | 1079 | 1080 | 1152
+        // read-only server / fail-over in progress, conflicting global read lock (backups)
+        | 1290 | 1836 | 1792 | 1223
+        // disk or table full, storage engine errors, out of memory
+        | 1021 | 1114 | 1030 | 1037 | 1038 | 1041
+        // statement time limits, query interrupted, connection killed
+        | 1969 | 3024 | 1317 | 1927
+        // network read/write errors reported by the server; COMMIT/ROLLBACK failed
+        | 1158 | 1159 | 1160 | 1161 | 1180 | 1181
+        // prepared statement must be re-prepared (table changed meanwhile)
+        | 1615
+        // MySQL 8: disconnected for inactivity
+        | 4031
+        // client-side codes, as libmysqlclient and proxies report them: cannot connect,
+        // server gone away, lost connection
+        | 2002 | 2003 | 2006 | 2013 | 2055
+    )
+}
+
+/// The crate's error as a `DbError`: retry decided by the error number (no number: the
+/// connection or the driver failed, which is transient, except parameter mismatches, which
+/// are the configuration's).
+fn error(step: DbStep, e: mysql::Error, limits: Limits) -> DbError {
+    use mysql::{DriverError, Error as E};
+    match e {
+        E::MySqlError(server) => {
+            let retry = if is_transient(server.code) {
+                Retry::Transient
+            } else {
+                Retry::Permanent
+            };
+            let mut message = server.message;
+            if matches!(server.code, 1205 | 1969 | 3024) {
+                message = format!(
+                    "{message} (StatementTimeout = {} s)",
+                    limits.statement.as_secs_f64()
+                );
+            }
+            DbError::new(step, retry, message)
+                .with_sqlstate(server.state)
+                .with_native(format!("mysql {}", server.code))
+        }
+        E::IoError(io) if matches!(io.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+            let waited = if step == DbStep::Connect {
+                at_least_a_second(limits.connect)
+            } else {
+                at_least_a_second(limits.statement) + CLIENT_MARGIN
+            };
+            DbError::new(
+                step,
+                Retry::Transient,
+                format!(
+                    "no answer from the server within {} s ({io})",
+                    waited.as_secs_f64()
+                ),
+            )
+        }
+        E::IoError(io) => DbError::new(
+            step,
+            Retry::Transient,
+            format!("connection to the server failed: {io}"),
+        ),
+        E::DriverError(
+            d @ (DriverError::MismatchedStmtParams(..)
+            | DriverError::Params(_)
+            | DriverError::MixedParams),
+        ) => DbError::new(step, Retry::Permanent, d.to_string()),
+        E::DriverError(d) => DbError::new(step, Retry::Transient, d.to_string()),
+        E::CodecError(c) => DbError::new(
+            step,
+            Retry::Transient,
+            format!("protocol error: {c}"),
+        ),
+        E::UrlError(u) => DbError::new(
+            step,
+            Retry::Permanent,
+            format!("invalid MySQL/MariaDB URL: {u}"),
+        ),
+        other => DbError::new(step, Retry::Permanent, other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_numbers_are_classified() {
+        let table: &[(u16, Retry, &str)] = &[
+            (1205, Retry::Transient, "lock wait timeout"),
+            (1213, Retry::Transient, "deadlock"),
+            (1040, Retry::Transient, "too many connections"),
+            (1203, Retry::Transient, "user has too many connections"),
+            (1226, Retry::Transient, "resource limit"),
+            (1053, Retry::Transient, "server shutdown"),
+            (1077, Retry::Transient, "normal shutdown"),
+            (1079, Retry::Transient, "shutdown complete"),
+            (1080, Retry::Transient, "forcing close"),
+            (1290, Retry::Transient, "read-only"),
+            (1836, Retry::Transient, "read-only mode"),
+            (1792, Retry::Transient, "read-only transaction"),
+            (1021, Retry::Transient, "disk full"),
+            (1114, Retry::Transient, "table full"),
+            (1030, Retry::Transient, "storage engine error"),
+            (1969, Retry::Transient, "MariaDB max_statement_time"),
+            (3024, Retry::Transient, "MySQL max_execution_time"),
+            (1317, Retry::Transient, "query interrupted"),
+            (1927, Retry::Transient, "connection killed"),
+            (2002, Retry::Transient, "cannot connect (socket)"),
+            (2003, Retry::Transient, "cannot connect (TCP)"),
+            (2006, Retry::Transient, "server has gone away"),
+            (2013, Retry::Transient, "lost connection"),
+            (2055, Retry::Transient, "lost connection (system error)"),
+            (1045, Retry::Permanent, "access denied (but at connect: 75 anyway)"),
+            (1064, Retry::Permanent, "syntax error"),
+            (1146, Retry::Permanent, "no such table"),
+            (1054, Retry::Permanent, "unknown column"),
+            (1048, Retry::Permanent, "NOT NULL"),
+            (1062, Retry::Permanent, "duplicate key"),
+            (1366, Retry::Permanent, "invalid string value (bad UTF-8)"),
+            (1406, Retry::Permanent, "data too long"),
+            (1305, Retry::Permanent, "no such function"),
+        ];
+        for &(code, retry, what) in table {
+            let e = error(
+                DbStep::Execute,
+                mysql::Error::MySqlError(mysql::MySqlError {
+                    state: "HY000".into(),
+                    message: what.into(),
+                    code,
+                }),
+                limits(),
+            );
+            assert_eq!(e.retry, retry, "{code} {what}");
+            assert_eq!(e.native.as_deref(), Some(format!("mysql {code}").as_str()));
+            assert_eq!(e.sqlstate.as_deref(), Some("HY000"));
+        }
+    }
+
+    #[test]
+    fn exit_codes_follow_from_step_and_number() {
+        use crate::exit::ExitCode;
+        let server = |code| {
+            mysql::Error::MySqlError(mysql::MySqlError {
+                state: "42S02".into(),
+                message: "x".into(),
+                code,
+            })
+        };
+        assert_eq!(error(DbStep::Prepare, server(1146), limits()).exit_code(), ExitCode::Config);
+        assert_eq!(error(DbStep::Execute, server(1048), limits()).exit_code(), ExitCode::Software);
+        assert_eq!(error(DbStep::Execute, server(1205), limits()).exit_code(), ExitCode::TempFail);
+        assert_eq!(error(DbStep::Connect, server(1045), limits()).exit_code(), ExitCode::TempFail);
+        assert_eq!(error(DbStep::Commit, server(1213), limits()).exit_code(), ExitCode::TempFail);
+    }
+
+    #[test]
+    fn driver_and_io_errors_are_transient_except_parameter_mismatches() {
+        let io = mysql::Error::IoError(io::Error::new(io::ErrorKind::WouldBlock, "x"));
+        let e = error(DbStep::Execute, io, limits());
+        assert_eq!(e.retry, Retry::Transient);
+        assert!(e.message.contains("no answer from the server within 7 s"), "{}", e.message);
+        let gone = mysql::Error::server_disconnected();
+        assert_eq!(error(DbStep::Commit, gone, limits()).retry, Retry::Transient);
+        let sync = mysql::Error::DriverError(mysql::DriverError::PacketOutOfSync);
+        assert_eq!(error(DbStep::Execute, sync, limits()).retry, Retry::Transient);
+        let mixed = mysql::Error::DriverError(mysql::DriverError::MixedParams);
+        assert_eq!(error(DbStep::Prepare, mixed, limits()).retry, Retry::Permanent);
+        let count = mysql::Error::DriverError(mysql::DriverError::MismatchedStmtParams(2, 1));
+        assert_eq!(error(DbStep::Prepare, count, limits()).retry, Retry::Permanent);
+    }
+
+    fn limits() -> Limits {
+        Limits {
+            connect: Duration::from_secs(3),
+            statement: Duration::from_secs(2),
+        }
+    }
+
+    #[test]
+    fn dsn_is_rewritten_for_the_driver() {
+        let u = driver_url("mariadb://u:p@h:1/db").unwrap();
+        assert_eq!(u.url, "mysql://u:p@h:1/db");
+        assert!(!u.prefer_socket_given && !u.max_packet_given);
+        let u = driver_url(" MariaDB://u:p@localhost/db?socket=/run/m.sock&prefer_socket=true").unwrap();
+        assert_eq!(u.url, "mysql://u:p@localhost/db?socket=/run/m.sock&prefer_socket=true");
+        assert!(u.prefer_socket_given);
+        let u = driver_url("mysql://u@h/db?require_ssl=false&max_allowed_packet=4096").unwrap();
+        assert_eq!(u.url, "mysql://u@h/db?max_allowed_packet=4096");
+        assert!(u.max_packet_given);
+        assert!(driver_url("postgres://u@h/db").is_err());
+    }
+
+    #[test]
+    fn tls_requests_are_refused_without_the_password() {
+        for dsn in [
+            "mysql://u:s3cret@h/db?require_ssl=true",
+            "mysql://u:s3cret@h/db?ssl-mode=REQUIRED",
+            "mariadb://u:s3cret@h/db?sslmode=verify-full",
+            "mysql://u:s3cret@h/db?root_cert_path=/etc/ca.pem",
+            "mysql://u:s3cret@h/db?x=1&useSSL=true",
+        ] {
+            let e = driver_url(dsn).unwrap_err();
+            assert!(e.contains("TLS") && !e.contains("s3cret"), "{dsn}: {e}");
+            let e = options(dsn, limits()).unwrap_err();
+            assert_eq!(e.step, DbStep::Connect);
+            assert!(!e.message.contains("s3cret"));
+        }
+    }
+
+    #[test]
+    fn options_skip_the_crates_extra_round_trips() {
+        let opts = options("mysql://u:p@127.0.0.1:3306/db", limits()).unwrap();
+        assert!(!opts.get_prefer_socket());
+        assert_eq!(opts.get_max_allowed_packet(), Some(MAX_PACKET));
+        assert_eq!(opts.get_tcp_connect_timeout(), Some(Duration::from_secs(3)));
+        assert_eq!(opts.get_read_timeout(), Some(&Duration::from_secs(3)));
+        assert!(opts.get_init().is_empty());
+        let opts = options("mysql://u:p@localhost/db?socket=/tmp/s.sock", limits()).unwrap();
+        assert_eq!(opts.get_socket(), Some("/tmp/s.sock"));
+        let e = options("mysql://u:p@h/db?bogus=1", limits()).unwrap_err();
+        assert!(e.message.contains("bogus"), "{}", e.message);
+    }
+
+    #[test]
+    fn session_limits_depend_on_the_server() {
+        let s = Duration::from_millis(1500);
+        assert_eq!(
+            session_setup((5, 5, 5), s),
+            "SET SESSION innodb_lock_wait_timeout = 2 /*M!100108 , max_statement_time = 1.500000 */"
+        );
+        assert!(session_setup((11, 4, 2), s).contains("max_statement_time = 1.500000"));
+        assert_eq!(
+            session_setup((8, 0, 36), s),
+            "SET SESSION innodb_lock_wait_timeout = 2, max_execution_time = 1500"
+        );
+        assert!(!session_setup((5, 6, 51), s).contains("max_execution_time"));
+        assert!(session_setup((8, 0, 36), Duration::ZERO).contains("innodb_lock_wait_timeout = 1,"));
+    }
+
+    #[test]
+    fn values_print_as_the_client_prints_them() {
+        let col = |t: ColumnType, decimals: u8, charset: u16| {
+            Column::new(t).with_decimals(decimals).with_character_set(charset)
+        };
+        let text = |v: Value<'static>| match v {
+            Value::Text(t) => t.into_owned(),
+            Value::Bytes(b) => panic!("bytes {b:?}"),
+        };
+        use mysql::Value as V;
+        let int = col(ColumnType::MYSQL_TYPE_LONGLONG, 0, 63);
+        assert_eq!(text(to_value(V::Int(-42), &int)), "-42");
+        assert_eq!(text(to_value(V::UInt(u64::MAX), &int)), "18446744073709551615");
+        assert_eq!(text(to_value(V::NULL, &int)), "");
+        let dec = col(ColumnType::MYSQL_TYPE_NEWDECIMAL, 2, 63);
+        assert_eq!(text(to_value(V::Bytes(b"12.50".to_vec()), &dec)), "12.50");
+        let date = col(ColumnType::MYSQL_TYPE_DATE, 0, 63);
+        assert_eq!(text(to_value(V::Date(2024, 2, 29, 0, 0, 0, 0), &date)), "2024-02-29");
+        let dt = col(ColumnType::MYSQL_TYPE_DATETIME, 0, 63);
+        assert_eq!(
+            text(to_value(V::Date(2024, 2, 29, 13, 5, 9, 0), &dt)),
+            "2024-02-29 13:05:09"
+        );
+        let dt3 = col(ColumnType::MYSQL_TYPE_DATETIME, 3, 63);
+        assert_eq!(
+            text(to_value(V::Date(2024, 2, 29, 13, 5, 9, 120_000), &dt3)),
+            "2024-02-29 13:05:09.120"
+        );
+        let time = col(ColumnType::MYSQL_TYPE_TIME, 0, 63);
+        assert_eq!(text(to_value(V::Time(true, 1, 2, 3, 4, 0), &time)), "-26:03:04");
+        let dbl = col(ColumnType::MYSQL_TYPE_DOUBLE, 31, 63);
+        assert_eq!(text(to_value(V::Double(2.5), &dbl)), "2.5");
+        assert_eq!(text(to_value(V::Double(1e20), &dbl)), "1e20");
+        assert_eq!(text(to_value(V::Float(1.1), &dbl)), "1.1");
+        let varchar = col(ColumnType::MYSQL_TYPE_VAR_STRING, 0, 45);
+        assert_eq!(text(to_value(V::Bytes("zoë".into()), &varchar)), "zoë");
+        assert_eq!(
+            to_value(V::Bytes(vec![0xff]), &varchar),
+            Value::Bytes(vec![0xff].into())
+        );
+        let blob = col(ColumnType::MYSQL_TYPE_BLOB, 0, 63);
+        assert_eq!(
+            to_value(V::Bytes(b"ab".to_vec()), &blob),
+            Value::Bytes(b"ab".to_vec().into())
+        );
+    }
+}

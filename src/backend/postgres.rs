@@ -1,0 +1,819 @@
+//! PostgreSQL (`postgres://…`, `postgresql://…`) through the synchronous `postgres` crate.
+//!
+//! **Connecting.** The DSN is a libpq-style URL parsed by `postgres::Config`. A unix socket is
+//! named by a host that is a path: `postgresql://user:pw@/mail?host=/run/postgresql` or the
+//! percent-encoded form `postgresql://user:pw@%2Frun%2Fpostgresql/mail`. This build has no
+//! TLS library, so `sslmode=require` (or `verify-ca`, `verify-full`, `sslnegotiation=direct`)
+//! is refused with a connect error that says so: the mail waits, and nothing ever goes out in
+//! clear text when the administrator asked for encryption. `sslmode=prefer` (the default)
+//! and `disable` connect without TLS.
+//!
+//! **Time limits.** The statement limit reaches the server in the startup packet (`options`:
+//! `statement_timeout`, `lock_timeout`, `idle_in_transaction_session_timeout`), so it costs no
+//! round trip; the server cancels the statement (SQLSTATE 57014 / 55P03, transient) and the
+//! mail is deferred. Options already in the DSN come after ours and win. For a network that
+//! dies under us, TCP keepalives and `TCP_USER_TIMEOUT` close the socket a little after the
+//! limit, which is again a transient error. `connect_timeout` bounds reaching the socket.
+//!
+//! **Parameters.** Each statement is prepared once (the server infers the parameter types)
+//! and each value is sent the way libpq's text mode sends it: as text, parsed by the type's
+//! own input function, so `'42'` fills an integer. Values for a `bytea` parameter go in
+//! binary format instead, raw, every byte kept (NUL included). Bytes that a text parameter
+//! cannot hold (invalid UTF-8, NUL) are refused with a permanent error naming the parameter
+//! ("use a bytea column"): never converted lossily.
+//!
+//! **Results.** All rows are read (an `INSERT … RETURNING` completes only then); the first is
+//! kept, each column as the text PostgreSQL prints for it (numbers, booleans `t`/`f`, dates in
+//! ISO form; `timestamptz` in UTC with `+00`), `bytea` as bytes, NULL as empty text.
+//!
+//! **CheckReturn.** Nothing special: the first column of the first row is the return value.
+//! A function is called with `SELECT my_func('$local')`, a procedure with INOUT parameters
+//! with `CALL my_proc('$local', NULL)` (it returns one row), and `INSERT … RETURNING x`
+//! works too.
+//!
+//! **Errors** carry the server's SQLSTATE. Transient (the mail waits): connection (class 08),
+//! serialization failure and deadlock, lock and statement timeouts, server shutdown or
+//! restart, insufficient resources (class 53), read-only after fail-over (25006), system and
+//! internal errors (classes 58, XX), and every error without a SQLSTATE (I/O, closed
+//! connection, time-out, TLS). Everything else is permanent.
+
+use std::error::Error as StdError;
+use std::str::FromStr;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use postgres::config::{Host, SslMode};
+use postgres::fallible_iterator::FallibleIterator;
+use postgres::types::{FromSql, IsNull, Kind, ToSql, Type};
+use postgres::{Client, Config, NoTls};
+
+use super::{Backend, Limits, Row};
+use crate::config::Statement;
+use crate::error::{DbError, DbStep, Retry};
+use crate::macros::{Macros, Placeholder, Value};
+
+type BoxError = Box<dyn StdError + Sync + Send>;
+
+/// Extra time the client-side backstop allows beyond the statement limit, so that the
+/// server's own time-out (a clean, classified error) normally fires first.
+const BACKSTOP_GRACE: Duration = Duration::from_secs(5);
+
+pub struct Postgres {
+    client: Client,
+    /// Whether `begin` opened a transaction that is not yet committed or rolled back.
+    in_transaction: bool,
+}
+
+impl Postgres {
+    pub fn connect(dsn: &str, limits: Limits) -> Result<Postgres, DbError> {
+        let dsn = normalize_scheme(dsn.trim());
+        refuse_tls(&dsn)?;
+        // The parser's messages name options, never their values: no password can leak.
+        let mut config = Config::from_str(&dsn).map_err(|e| {
+            let mut error = error(DbStep::Connect, &e);
+            error.message = format!("invalid PostgreSQL URL: {}", error.message);
+            error
+        })?;
+        if config.get_ssl_mode() != SslMode::Disable && config.get_ssl_mode() != SslMode::Prefer {
+            return Err(tls_unsupported());
+        }
+        config.connect_timeout(limits.connect);
+        let options = session_options(limits.statement, config.get_options());
+        config.options(&options);
+        if config.get_application_name().is_none() {
+            config.application_name("virt_mail");
+        }
+        if !limits.statement.is_zero() {
+            let limit = limits.statement + BACKSTOP_GRACE;
+            let probe = (limits.statement / 4).max(Duration::from_secs(1));
+            config
+                .tcp_user_timeout(limit)
+                .keepalives(true)
+                .keepalives_idle(probe)
+                .keepalives_interval(probe)
+                .keepalives_retries(3);
+        }
+        config.notice_callback(|notice| {
+            crate::debug!("postgres {}: {}", notice.severity(), notice.message());
+        });
+        let target = describe(&config);
+        crate::debug!("postgres: connecting to {target} (options {options})");
+        let client = config.connect(NoTls).map_err(|e| {
+            let mut error = error(DbStep::Connect, &e);
+            error.message = format!("{target}: {}", error.message);
+            error
+        })?;
+        Ok(Postgres {
+            client,
+            in_transaction: false,
+        })
+    }
+
+    fn simple(&mut self, sql: &str, step: DbStep) -> Result<(), DbError> {
+        self.client.batch_execute(sql).map_err(|e| {
+            let mut error = error(step, &e);
+            error.message = format!("{sql}: {}", error.message);
+            error
+        })
+    }
+}
+
+impl Backend for Postgres {
+    fn run(&mut self, statement: &Statement, macros: &Macros<'_>) -> Result<Option<Row>, DbError> {
+        let bound = statement.template.bind(macros, Placeholder::Numbered);
+        let prepared = self
+            .client
+            .prepare(&bound.sql)
+            .map_err(|e| error(DbStep::Prepare, &e))?;
+        let types = prepared.params();
+        if types.len() != bound.params.len() {
+            return Err(DbError::new(
+                DbStep::Prepare,
+                Retry::Permanent,
+                format!(
+                    "the statement has {} parameters but its macros give {}",
+                    types.len(),
+                    bound.params.len()
+                ),
+            ));
+        }
+        let params = bound
+            .params
+            .iter()
+            .zip(types)
+            .enumerate()
+            .map(|(i, (value, ty))| Param::new(i + 1, value, ty))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut rows = self
+            .client
+            .query_raw(&prepared, params.iter())
+            .map_err(|e| error(DbStep::Execute, &e))?;
+        let mut first = None;
+        // Read to the end: an INSERT … RETURNING has done its work only when all rows are in.
+        while let Some(row) = rows.next().map_err(|e| error(DbStep::Execute, &e))? {
+            if first.is_none() {
+                let mut values = Vec::with_capacity(row.len());
+                for (i, column) in row.columns().iter().enumerate() {
+                    let Raw(raw) = row.try_get(i).map_err(|e| error(DbStep::Execute, &e))?;
+                    values.push(to_value(column.type_(), raw));
+                }
+                first = Some(values);
+            }
+        }
+        Ok(first)
+    }
+
+    fn begin(&mut self) -> Result<(), DbError> {
+        self.simple("BEGIN", DbStep::Execute)?;
+        self.in_transaction = true;
+        Ok(())
+    }
+
+    fn commit(&mut self) -> Result<(), DbError> {
+        // Whatever COMMIT answers, the transaction is over (committed, rolled back, or the
+        // connection is gone).
+        self.in_transaction = false;
+        self.simple("COMMIT", DbStep::Commit)
+    }
+
+    fn rollback(&mut self) -> Result<(), DbError> {
+        if !std::mem::take(&mut self.in_transaction) {
+            return Ok(());
+        }
+        self.simple("ROLLBACK", DbStep::Execute)
+    }
+}
+
+/// `POSTGRES://` → `postgres://`: the crate's URL parser only knows the lower-case schemes.
+fn normalize_scheme(dsn: &str) -> String {
+    for scheme in ["postgresql://", "postgres://"] {
+        if dsn.len() >= scheme.len()
+            && dsn.is_char_boundary(scheme.len())
+            && dsn[..scheme.len()].eq_ignore_ascii_case(scheme)
+        {
+            return format!("{scheme}{}", &dsn[scheme.len()..]);
+        }
+    }
+    dsn.to_string()
+}
+
+fn tls_unsupported() -> DbError {
+    DbError::new(
+        DbStep::Connect,
+        Retry::Transient,
+        "the DSN asks for TLS (sslmode=require/verify-ca/verify-full or sslnegotiation=direct), \
+         but TLS is not supported in this build of virt_mail; not connecting in clear text \
+         (use a unix socket, or sslmode=disable on a trusted network)"
+            .into(),
+    )
+}
+
+/// Refuses a DSN that asks for TLS. `verify-ca`/`verify-full` are checked here because the
+/// crate's parser would only call them an invalid value, which hides what is wrong.
+fn refuse_tls(dsn: &str) -> Result<(), DbError> {
+    let Some((_, query)) = dsn.split_once('?') else {
+        return Ok(());
+    };
+    for pair in query.split('&') {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let wants_tls = match key {
+            "sslmode" => matches!(value, "require" | "verify-ca" | "verify-full"),
+            "sslnegotiation" => value == "direct",
+            _ => false,
+        };
+        if wants_tls {
+            return Err(tls_unsupported());
+        }
+    }
+    Ok(())
+}
+
+/// The startup `options`: our time limits first, then the DSN's own options (which win,
+/// since the server applies `-c` settings in order).
+fn session_options(statement: Duration, dsn_options: Option<&str>) -> String {
+    let ms = statement.as_millis();
+    let mut options = format!(
+        "-c statement_timeout={ms} -c lock_timeout={ms} -c idle_in_transaction_session_timeout={}",
+        ms.saturating_mul(2)
+    );
+    if let Some(extra) = dsn_options.map(str::trim).filter(|o| !o.is_empty()) {
+        options.push(' ');
+        options.push_str(extra);
+    }
+    options
+}
+
+/// `host:port/dbname` for messages: never the user's password.
+fn describe(config: &Config) -> String {
+    let ports = config.get_ports();
+    let hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .enumerate()
+        .map(|(i, host)| {
+            let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);
+            match host {
+                Host::Tcp(name) => format!("{name}:{port}"),
+                Host::Unix(dir) => format!("{}/.s.PGSQL.{port}", dir.display()),
+            }
+        })
+        .collect();
+    let hosts = if hosts.is_empty() {
+        "localhost".to_string()
+    } else {
+        hosts.join(",")
+    };
+    format!("PostgreSQL {hosts}/{}", config.get_dbname().unwrap_or(""))
+}
+
+/// SQLSTATEs after which the same delivery may well succeed later.
+fn is_transient(sqlstate: &str) -> bool {
+    let class = sqlstate.get(..2).unwrap_or("");
+    matches!(class, "08" | "53" | "58" | "XX")
+        || matches!(
+            sqlstate,
+            "40001" // serialization_failure
+                | "40P01" // deadlock_detected
+                | "55P03" // lock_not_available (lock_timeout)
+                | "57014" // query_canceled (statement_timeout)
+                | "57P01" // admin_shutdown
+                | "57P02" // crash_shutdown
+                | "57P03" // cannot_connect_now (starting up, recovering)
+                | "57P05" // idle_session_timeout
+                | "25006" // read_only_sql_transaction (a standby after fail-over)
+        )
+}
+
+/// A driver error as a `DbError`: the server's message, detail and hint on one line, with its
+/// SQLSTATE; errors without one (I/O, closed connection, time-out, TLS) are transient.
+fn error(step: DbStep, e: &postgres::Error) -> DbError {
+    if let Some(db) = e.as_db_error() {
+        let code = db.code().code();
+        let retry = if is_transient(code) {
+            Retry::Transient
+        } else {
+            Retry::Permanent
+        };
+        let mut message = db.message().to_string();
+        if let Some(detail) = db.detail() {
+            message.push_str(" DETAIL: ");
+            message.push_str(detail);
+        }
+        if let Some(hint) = db.hint() {
+            message.push_str(" HINT: ");
+            message.push_str(hint);
+        }
+        if code == "57014" {
+            message.push_str(" (StatementTimeout)");
+        }
+        return DbError::new(step, retry, message).with_sqlstate(code);
+    }
+    let mut message = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    DbError::new(step, Retry::Transient, message)
+}
+
+fn is_bytea(ty: &Type) -> bool {
+    *ty == Type::BYTEA || matches!(ty.kind(), Kind::Domain(base) if is_bytea(base))
+}
+
+/// One parameter value, sent in the format its inferred type calls for. Accepts every type:
+/// in text format the server's input function decides, exactly as with libpq.
+struct Param<'v> {
+    bytes: &'v [u8],
+    format: postgres::types::Format,
+}
+
+impl<'v> Param<'v> {
+    /// `n` is the parameter's number (`$n`) for messages.
+    fn new(n: usize, value: &'v Value<'_>, ty: &Type) -> Result<Param<'v>, DbError> {
+        let bytes = value.as_bytes();
+        if is_bytea(ty) {
+            return Ok(Param {
+                bytes,
+                format: postgres::types::Format::Binary,
+            });
+        }
+        let problem = match std::str::from_utf8(bytes) {
+            Err(e) => Some(format!("is not valid UTF-8 (byte offset {})", e.valid_up_to())),
+            Ok(_) => bytes
+                .iter()
+                .position(|&b| b == 0)
+                .map(|at| format!("contains a NUL byte (offset {at})")),
+        };
+        if let Some(problem) = problem {
+            return Err(DbError::new(
+                DbStep::Execute,
+                Retry::Permanent,
+                format!(
+                    "parameter ${n} has type {} but its value ({} bytes) {problem}, which a \
+                     PostgreSQL text value cannot hold; nothing was stored: use a bytea column \
+                     for the message",
+                    ty.name(),
+                    bytes.len()
+                ),
+            ));
+        }
+        Ok(Param {
+            bytes,
+            format: postgres::types::Format::Text,
+        })
+    }
+}
+
+impl std::fmt::Debug for Param<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "<{} bytes, {:?}>", self.bytes.len(), self.format)
+    }
+}
+
+impl ToSql for Param<'_> {
+    fn to_sql(&self, _: &Type, out: &mut BytesMut) -> Result<IsNull, BoxError> {
+        out.extend_from_slice(self.bytes);
+        Ok(IsNull::No)
+    }
+
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+
+    fn to_sql_checked(&self, ty: &Type, out: &mut BytesMut) -> Result<IsNull, BoxError> {
+        self.to_sql(ty, out)
+    }
+
+    fn encode_format(&self, _: &Type) -> postgres::types::Format {
+        self.format
+    }
+}
+
+/// A result cell as the server sent it (binary format), or `None` for NULL.
+struct Raw<'a>(Option<&'a [u8]>);
+
+impl<'a> FromSql<'a> for Raw<'a> {
+    fn from_sql(_: &Type, raw: &'a [u8]) -> Result<Raw<'a>, BoxError> {
+        Ok(Raw(Some(raw)))
+    }
+
+    fn from_sql_null(_: &Type) -> Result<Raw<'a>, BoxError> {
+        Ok(Raw(None))
+    }
+
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+}
+
+/// A result cell as a macro value: the text PostgreSQL prints for the common types, bytes
+/// for `bytea`, empty for NULL; other types as their UTF-8 text when valid, else bytes.
+fn to_value(ty: &Type, raw: Option<&[u8]>) -> Value<'static> {
+    let Some(raw) = raw else {
+        return Value::empty();
+    };
+    if *ty == Type::BYTEA {
+        return Value::Bytes(raw.to_vec().into());
+    }
+    match decode(ty, raw) {
+        Some(text) => Value::Text(text.into()),
+        None => match std::str::from_utf8(raw) {
+            Ok(text) => Value::Text(text.to_string().into()),
+            Err(_) => Value::Bytes(raw.to_vec().into()),
+        },
+    }
+}
+
+/// The text form of a binary value of a type we know; `None` to fall back to the raw bytes.
+fn decode(ty: &Type, raw: &[u8]) -> Option<String> {
+    if let Kind::Domain(base) = ty.kind() {
+        return decode(base, raw);
+    }
+    let text = match *ty {
+        Type::BOOL => match raw {
+            [0] => "f".to_string(),
+            [_] => "t".to_string(),
+            _ => return None,
+        },
+        Type::INT2 => i16::from_be_bytes(raw.try_into().ok()?).to_string(),
+        Type::INT4 => i32::from_be_bytes(raw.try_into().ok()?).to_string(),
+        Type::INT8 => i64::from_be_bytes(raw.try_into().ok()?).to_string(),
+        Type::OID | Type::XID | Type::CID => u32::from_be_bytes(raw.try_into().ok()?).to_string(),
+        Type::FLOAT4 => float_text(f32::from_be_bytes(raw.try_into().ok()?), 6),
+        Type::FLOAT8 => float_text(f64::from_be_bytes(raw.try_into().ok()?), 15),
+        Type::NUMERIC => numeric_text(raw)?,
+        Type::JSONB => std::str::from_utf8(raw.strip_prefix(&[1])?).ok()?.to_string(),
+        Type::UUID => uuid_text(raw)?,
+        Type::DATE => date_text(i32::from_be_bytes(raw.try_into().ok()?)),
+        Type::TIME => time_text(i64::from_be_bytes(raw.try_into().ok()?)),
+        Type::TIMESTAMP => timestamp_text(i64::from_be_bytes(raw.try_into().ok()?), ""),
+        Type::TIMESTAMPTZ => timestamp_text(i64::from_be_bytes(raw.try_into().ok()?), "+00"),
+        // text, varchar, bpchar, name, unknown, "char", json, xml, enums, citext…: the binary
+        // form is the text itself.
+        _ => return None,
+    };
+    Some(text)
+}
+
+/// A float as PostgreSQL prints it (shortest exact digits; exponent form below 1e-4 or
+/// from 10^`precision`, which is 15 for float8 and 6 for float4).
+fn float_text<F: std::fmt::LowerExp + Into<f64> + Copy>(v: F, precision: i32) -> String {
+    let f: f64 = v.into();
+    if f.is_nan() {
+        return "NaN".into();
+    }
+    if f.is_infinite() {
+        return if f > 0.0 { "Infinity" } else { "-Infinity" }.into();
+    }
+    // `{:e}` gives the shortest round-trip digits of the original width: "-1.25e-7".
+    let sci = format!("{v:e}");
+    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    let (sign, mantissa) = match mantissa.strip_prefix('-') {
+        Some(m) => ("-", m),
+        None => ("", mantissa),
+    };
+    let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
+    let mut out = String::from(sign);
+    if (-4..precision).contains(&exp) {
+        if exp < 0 {
+            out.push_str("0.");
+            out.extend(std::iter::repeat_n('0', (-exp - 1) as usize));
+            out.push_str(&digits);
+        } else {
+            let int_len = exp as usize + 1;
+            if digits.len() <= int_len {
+                out.push_str(&digits);
+                out.extend(std::iter::repeat_n('0', int_len - digits.len()));
+            } else {
+                out.push_str(&digits[..int_len]);
+                out.push('.');
+                out.push_str(&digits[int_len..]);
+            }
+        }
+    } else {
+        out.push_str(&digits[..1]);
+        if digits.len() > 1 {
+            out.push('.');
+            out.push_str(&digits[1..]);
+        }
+        let exp_sign = if exp < 0 { '-' } else { '+' };
+        out.push_str(&format!("e{exp_sign}{:02}", exp.unsigned_abs()));
+    }
+    out
+}
+
+/// The binary NUMERIC format (base-10000 digits, weight, sign, display scale) as text.
+fn numeric_text(raw: &[u8]) -> Option<String> {
+    let word = |i: usize| -> Option<u16> {
+        let b = raw.get(i * 2..i * 2 + 2)?;
+        Some(u16::from_be_bytes([b[0], b[1]]))
+    };
+    let ndigits = word(0)? as i16;
+    let weight = word(1)? as i16 as i32;
+    let sign = word(2)?;
+    let dscale = word(3)? as usize;
+    match sign {
+        0x0000 | 0x4000 => {}
+        0xC000 => return Some("NaN".into()),
+        0xD000 => return Some("Infinity".into()),
+        0xF000 => return Some("-Infinity".into()),
+        _ => return None,
+    }
+    let ndigits = usize::try_from(ndigits).ok()?;
+    let digits = (0..ndigits)
+        .map(|i| word(4 + i).filter(|&d| d < 10_000))
+        .collect::<Option<Vec<u16>>>()?;
+    let digit = |i: i32| -> u16 {
+        usize::try_from(i)
+            .ok()
+            .and_then(|i| digits.get(i).copied())
+            .unwrap_or(0)
+    };
+    let mut out = String::new();
+    if sign == 0x4000 {
+        out.push('-');
+    }
+    if weight < 0 {
+        out.push('0');
+    } else {
+        out.push_str(&digit(0).to_string());
+        for i in 1..=weight {
+            out.push_str(&format!("{:04}", digit(i)));
+        }
+    }
+    if dscale > 0 {
+        out.push('.');
+        let mut fraction = String::with_capacity(dscale + 4);
+        let mut i = weight + 1;
+        while fraction.len() < dscale {
+            fraction.push_str(&format!("{:04}", digit(i)));
+            i += 1;
+        }
+        fraction.truncate(dscale);
+        out.push_str(&fraction);
+    }
+    Some(out)
+}
+
+fn uuid_text(raw: &[u8]) -> Option<String> {
+    if raw.len() != 16 {
+        return None;
+    }
+    let mut out = String::with_capacity(36);
+    for (i, b) in raw.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            out.push('-');
+        }
+        out.push_str(&format!("{b:02x}"));
+    }
+    Some(out)
+}
+
+/// Days since 1970-01-01 → (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+/// PostgreSQL's epoch (2000-01-01) in days after 1970-01-01.
+const PG_EPOCH_DAYS: i64 = 10_957;
+const USECS_PER_DAY: i64 = 86_400_000_000;
+
+/// `YYYY-MM-DD`, and whether the year is BC (PostgreSQL prints year 0 as 1 BC).
+fn ymd(days_since_pg_epoch: i64) -> (String, bool) {
+    let (year, month, day) = civil_from_days(days_since_pg_epoch + PG_EPOCH_DAYS);
+    let (year, bc) = if year <= 0 { (1 - year, true) } else { (year, false) };
+    (format!("{year:04}-{month:02}-{day:02}"), bc)
+}
+
+fn date_text(days: i32) -> String {
+    match days {
+        i32::MAX => "infinity".into(),
+        i32::MIN => "-infinity".into(),
+        _ => {
+            let (date, bc) = ymd(i64::from(days));
+            if bc { format!("{date} BC") } else { date }
+        }
+    }
+}
+
+/// `HH:MM:SS` with the fraction's trailing zeros dropped, as PostgreSQL prints it.
+fn time_text(usecs: i64) -> String {
+    let secs = usecs.div_euclid(1_000_000);
+    let frac = usecs.rem_euclid(1_000_000);
+    let mut out = format!("{:02}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60);
+    if frac != 0 {
+        let digits = format!("{frac:06}");
+        out.push('.');
+        out.push_str(digits.trim_end_matches('0'));
+    }
+    out
+}
+
+fn timestamp_text(usecs: i64, zone: &str) -> String {
+    match usecs {
+        i64::MAX => "infinity".into(),
+        i64::MIN => "-infinity".into(),
+        _ => {
+            let (date, bc) = ymd(usecs.div_euclid(USECS_PER_DAY));
+            let time = time_text(usecs.rem_euclid(USECS_PER_DAY));
+            let era = if bc { " BC" } else { "" };
+            format!("{date} {time}{zone}{era}")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlstates_are_classified() {
+        let transient = [
+            "08000", "08001", "08003", "08006", "08P01", "40001", "40P01", "55P03", "57014",
+            "57P01", "57P02", "57P03", "53000", "53100", "53200", "53300", "53400", "25006",
+            "58000", "58030", "XX000", "XX001", "XX002",
+        ];
+        for code in transient {
+            assert!(is_transient(code), "{code} should be transient");
+        }
+        let permanent = [
+            "42601", "42P01", "42703", "42883", "42501", "23505", "23502", "23503", "22P02",
+            "22001", "22021", "22012", "0A000", "28P01", "3D000", "40002", "55000", "P0001",
+            "2BP01", "25P02", "",
+        ];
+        for code in permanent {
+            assert!(!is_transient(code), "{code} should be permanent");
+        }
+    }
+
+    #[test]
+    fn tls_requests_are_refused_before_connecting() {
+        for dsn in [
+            "postgres://u:p@h/db?sslmode=require",
+            "postgres://u:p@h/db?x=1&sslmode=verify-full",
+            "postgresql://u@h/db?sslmode=verify-ca",
+            "postgres://u@h/db?sslnegotiation=direct",
+        ] {
+            let e = refuse_tls(dsn).unwrap_err();
+            assert_eq!(e.step, DbStep::Connect);
+            assert_eq!(e.retry, Retry::Transient);
+            assert!(e.message.contains("TLS is not supported"), "{}", e.message);
+            assert!(!e.message.contains(dsn));
+        }
+        for dsn in [
+            "postgres://u:p@h/db",
+            "postgres://u:p@h/db?sslmode=disable",
+            "postgres://u:p@h/db?sslmode=prefer",
+        ] {
+            assert!(refuse_tls(dsn).is_ok(), "{dsn}");
+        }
+    }
+
+    #[test]
+    fn limits_go_into_the_startup_options() {
+        let limits = Limits {
+            connect: Duration::from_secs(3),
+            statement: Duration::from_secs(7),
+        };
+        assert_eq!(
+            session_options(limits.statement, None),
+            "-c statement_timeout=7000 -c lock_timeout=7000 -c idle_in_transaction_session_timeout=14000"
+        );
+        assert!(session_options(limits.statement, Some("-c search_path=mail")).ends_with(" -c search_path=mail"));
+    }
+
+    #[test]
+    fn urls_parse_in_both_socket_forms_and_any_case() {
+        let by_param: Config = normalize_scheme("postgresql://u:pw@/mail?host=/run/pg&port=5433")
+            .parse()
+            .unwrap();
+        assert!(matches!(&by_param.get_hosts()[0], Host::Unix(p) if p.as_os_str() == "/run/pg"));
+        let encoded: Config = normalize_scheme("POSTGRES://u:pw@%2Frun%2Fpg:5433/mail")
+            .parse()
+            .unwrap();
+        assert!(matches!(&encoded.get_hosts()[0], Host::Unix(p) if p.as_os_str() == "/run/pg"));
+        assert_eq!(encoded.get_ports(), [5433]);
+        assert_eq!(describe(&encoded), "PostgreSQL /run/pg/.s.PGSQL.5433/mail");
+        let tcp: Config = "postgres://u:secret@db.example:5432/mail".parse().unwrap();
+        assert_eq!(describe(&tcp), "PostgreSQL db.example:5432/mail");
+    }
+
+    #[test]
+    fn text_parameters_refuse_bytes_text_cannot_hold() {
+        let body = Value::Bytes(b"a\0b".as_slice().into());
+        let e = Param::new(2, &body, &Type::TEXT).unwrap_err();
+        assert_eq!((e.step, e.retry), (DbStep::Execute, Retry::Permanent));
+        assert!(e.message.contains("$2") && e.message.contains("NUL") && e.message.contains("bytea"));
+        let latin1 = Value::Bytes(b"caf\xe9".as_slice().into());
+        let e = Param::new(1, &latin1, &Type::VARCHAR).unwrap_err();
+        assert!(e.message.contains("UTF-8"), "{}", e.message);
+        // bytea takes every byte, in binary format; valid text goes as text.
+        let p = Param::new(1, &body, &Type::BYTEA).unwrap();
+        assert!(matches!(p.format, postgres::types::Format::Binary));
+        assert_eq!(p.bytes, b"a\0b");
+        let ok = Value::Bytes("café".as_bytes().into());
+        assert!(matches!(Param::new(1, &ok, &Type::TEXT).unwrap().format, postgres::types::Format::Text));
+    }
+
+    fn text(ty: &Type, raw: &[u8]) -> String {
+        match to_value(ty, Some(raw)) {
+            Value::Text(t) => t.into_owned(),
+            Value::Bytes(b) => panic!("bytes {b:?}"),
+        }
+    }
+
+    #[test]
+    fn scalars_print_as_postgres_prints_them() {
+        assert_eq!(text(&Type::BOOL, &[1]), "t");
+        assert_eq!(text(&Type::BOOL, &[0]), "f");
+        assert_eq!(text(&Type::INT2, &(-5i16).to_be_bytes()), "-5");
+        assert_eq!(text(&Type::INT4, &42i32.to_be_bytes()), "42");
+        assert_eq!(text(&Type::INT8, &i64::MIN.to_be_bytes()), "-9223372036854775808");
+        assert_eq!(text(&Type::OID, &4_000_000_000u32.to_be_bytes()), "4000000000");
+        assert_eq!(text(&Type::TEXT, "héllo".as_bytes()), "héllo");
+        assert_eq!(text(&Type::JSONB, b"\x01{\"a\": 1}"), "{\"a\": 1}");
+        assert_eq!(
+            text(&Type::UUID, &[0xa0, 0xee, 0xbc, 0x99, 0x9c, 0x0b, 0x4e, 0xf8, 0xbb, 0x6d, 0x6b, 0xb9, 0xbd, 0x38, 0x0a, 0x11]),
+            "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"
+        );
+        assert!(matches!(to_value(&Type::BYTEA, Some(b"\xff\0")), Value::Bytes(b) if *b == *b"\xff\0"));
+        assert_eq!(to_value(&Type::INT4, None), Value::empty());
+    }
+
+    #[test]
+    fn floats_use_postgres_thresholds() {
+        let f8 = |v: f64| float_text(v, 15);
+        let f4 = |v: f32| float_text(v, 6);
+        assert_eq!(f8(0.1), "0.1");
+        assert_eq!(f8(1.5), "1.5");
+        assert_eq!(f8(100.0), "100");
+        assert_eq!(f8(0.0001), "0.0001");
+        assert_eq!(f8(0.00001), "1e-05");
+        assert_eq!(f8(123_456_789_012_345.0), "123456789012345");
+        assert_eq!(f8(1e15), "1e+15");
+        assert_eq!(f8(1.25e300), "1.25e+300");
+        assert_eq!(f8(-0.0), "-0");
+        assert_eq!(f8(0.0), "0");
+        assert_eq!(f8(f64::NAN), "NaN");
+        assert_eq!(f8(f64::NEG_INFINITY), "-Infinity");
+        assert_eq!(f4(0.1), "0.1");
+        assert_eq!(f4(123_456.0), "123456");
+        assert_eq!(f4(1e6), "1e+06");
+        assert_eq!(f4(3.4028235e38), "3.4028235e+38");
+    }
+
+    fn numeric(ndigits: i16, weight: i16, sign: u16, dscale: u16, digits: &[u16]) -> String {
+        let mut raw = Vec::new();
+        for w in [ndigits as u16, weight as u16, sign, dscale].iter().chain(digits) {
+            raw.extend_from_slice(&w.to_be_bytes());
+        }
+        text(&Type::NUMERIC, &raw)
+    }
+
+    #[test]
+    fn numerics_decode_from_base_10000() {
+        assert_eq!(numeric(0, 0, 0, 0, &[]), "0");
+        assert_eq!(numeric(0, 0, 0, 2, &[]), "0.00");
+        assert_eq!(numeric(1, 0, 0, 0, &[42]), "42");
+        assert_eq!(numeric(2, 0, 0x4000, 2, &[12, 3400]), "-12.34");
+        assert_eq!(numeric(2, 1, 0, 0, &[1, 0]), "10000");
+        assert_eq!(numeric(1, 1, 0, 0, &[1]), "10000");
+        assert_eq!(numeric(1, -1, 0, 5, &[12]), "0.00120");
+        assert_eq!(numeric(1, -2, 0, 6, &[5]), "0.000005");
+        assert_eq!(numeric(3, 2, 0, 3, &[1, 2345, 6789]), "123456789");
+        assert_eq!(numeric(0, 0, 0xC000, 0, &[]), "NaN");
+        assert_eq!(numeric(0, 0, 0xF000, 0, &[]), "-Infinity");
+        // Malformed input falls back instead of panicking.
+        assert!(numeric_text(&[0, 5, 0, 0]).is_none());
+        assert!(numeric_text(&[0, 1, 0, 0, 0, 0, 0, 0, 0xff, 0xff]).is_none());
+    }
+
+    #[test]
+    fn dates_and_times_print_in_iso_form() {
+        assert_eq!(date_text(0), "2000-01-01");
+        assert_eq!(date_text(-10_957), "1970-01-01");
+        assert_eq!(date_text(8_766), "2024-01-01");
+        assert_eq!(date_text(-730_119), "0001-01-01");
+        assert_eq!(date_text(-730_120), "0001-12-31 BC");
+        assert_eq!(date_text(-730_485), "0001-01-01 BC");
+        assert_eq!(date_text(i32::MAX), "infinity");
+        assert_eq!(time_text(3_723_500_000), "01:02:03.5");
+        assert_eq!(time_text(0), "00:00:00");
+        let ts = (8_766 * USECS_PER_DAY) + 45_296_000_001;
+        assert_eq!(timestamp_text(ts, ""), "2024-01-01 12:34:56.000001");
+        assert_eq!(timestamp_text(-1, "+00"), "1999-12-31 23:59:59.999999+00");
+        assert_eq!(timestamp_text(i64::MIN, "+00"), "-infinity");
+    }
+}
