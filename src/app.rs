@@ -180,6 +180,9 @@ fn export_flags(args: &Args) {
     }
 }
 
+/// A recipient that Verify found: the connection Deliver will use, and the columns.
+type Verified = (Box<dyn Backend>, Row);
+
 /// Connects and runs Verify. `None`: no such recipient (and no connection kept open while a
 /// Fallback runs). Verify may run on its own data source (`VerifyDSN`, e.g. a read
 /// replica); Deliver always goes to `DSN`.
@@ -187,7 +190,7 @@ fn connect_and_verify(
     config: &Config,
     macros: &Macros<'_>,
     limits: Limits,
-) -> Result<Option<(Box<dyn Backend>, Row)>, Error> {
+) -> Result<Option<Verified>, Error> {
     let Some(verify_dsn) = &config.verify_dsn else {
         let mut db = backend::connect(&config.dsn, limits)?;
         let found = verify(db.as_mut(), config.verify.as_ref(), macros)?;
