@@ -69,6 +69,10 @@ pub trait Store: Send + Sync {
 }
 
 /// A store from the environment, or why there is none. Under `CI=true` "none" is fatal.
+#[cfg_attr(
+    not(any(feature = "postgres", feature = "mysql", feature = "odbc")),
+    allow(dead_code)
+)]
 pub fn require<S>(name: &str, found: Result<S, String>) -> Option<S> {
     match found {
         Ok(store) => Some(store),
@@ -93,6 +97,10 @@ pub fn unique_prefix() -> String {
     format!("vm{}_{n}_{:x}", std::process::id(), nanos & 0xfffff)
 }
 
+#[cfg_attr(
+    not(any(feature = "postgres", feature = "mysql", feature = "odbc")),
+    allow(dead_code)
+)]
 pub fn env(name: &str) -> Result<String, String> {
     std::env::var(name).map_err(|_| format!("{name} is not set"))
 }
