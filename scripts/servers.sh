@@ -321,7 +321,8 @@ mariadb_launch() {
   chown mysql:mysql "$d"   # socket and pid file
   launch mariadb "$d/server.log" "$(mariadb_bin)" --no-defaults --user=mysql --datadir="$d/data" \
     --bind-address=127.0.0.1 --port="$VM_MARIADB_PORT" --socket="$d/mysqld.sock" --pid-file="$d/mariadbd.pid" \
-    --skip-name-resolve --character-set-server=utf8mb4 --collation-server=utf8mb4_general_ci
+    --skip-name-resolve --character-set-server=utf8mb4 --collation-server=utf8mb4_general_ci \
+    --max-allowed-packet=64M   # 20 MB messages; the 16M default refuses them
 }
 mariadb_ready() { mariadb_admin_sql -e 'select 1' && port_open "$VM_MARIADB_PORT"; }
 mariadb_provision() {

@@ -92,7 +92,10 @@ pub fn connect(dsn: &str, limits: Limits) -> Result<Box<dyn Backend>, DbError> {
         #[cfg(not(feature = "mysql"))]
         Target::Mysql => Err(not_built("MySQL/MariaDB", "mysql")),
         #[cfg(feature = "odbc")]
-        Target::Odbc => Ok(Box::new(odbc::Odbc::connect(&odbc_connect_string(dsn), limits)?)),
+        Target::Odbc => Ok(Box::new(odbc::Odbc::connect(
+            &odbc_connect_string(dsn),
+            limits,
+        )?)),
         #[cfg(not(feature = "odbc"))]
         Target::Odbc => Err(not_built("ODBC", "odbc")),
     }
@@ -111,7 +114,12 @@ pub fn odbc_connect_string(dsn: &str) -> String {
 }
 
 #[cfg_attr(
-    all(feature = "sqlite", feature = "postgres", feature = "mysql", feature = "odbc"),
+    all(
+        feature = "sqlite",
+        feature = "postgres",
+        feature = "mysql",
+        feature = "odbc"
+    ),
     allow(dead_code)
 )]
 fn not_built(name: &str, feature: &str) -> DbError {
@@ -160,9 +168,15 @@ mod tests {
     #[test]
     fn odbc_strings_get_dsn_prepended_when_bare() {
         assert_eq!(odbc_connect_string("Virtuoso"), "DSN=Virtuoso");
-        assert_eq!(odbc_connect_string("Virtuoso;UID=dba;PWD=x"), "DSN=Virtuoso;UID=dba;PWD=x");
+        assert_eq!(
+            odbc_connect_string("Virtuoso;UID=dba;PWD=x"),
+            "DSN=Virtuoso;UID=dba;PWD=x"
+        );
         assert_eq!(odbc_connect_string("DSN=V;UID=dba"), "DSN=V;UID=dba");
-        assert_eq!(odbc_connect_string("DRIVER={SQLite3};Database=/x"), "DRIVER={SQLite3};Database=/x");
+        assert_eq!(
+            odbc_connect_string("DRIVER={SQLite3};Database=/x"),
+            "DRIVER={SQLite3};Database=/x"
+        );
         assert_eq!(
             odbc_connect_string("HOST=127.0.0.1:1111;UID=dba;PWD=dba"),
             "HOST=127.0.0.1:1111;UID=dba;PWD=dba"

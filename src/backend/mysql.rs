@@ -30,9 +30,11 @@
 //! **Binding.** Prepared statements (binary protocol), positional `?`, every macro value a
 //! string parameter: text as UTF-8, the message as its exact bytes (NUL included) — into a
 //! BLOB column they are stored unchanged. Into a utf8mb4 TEXT column invalid UTF-8 is refused
-//! by the server in strict mode (error 1366, the default `STRICT_TRANS_TABLES`): permanent,
-//! exit 70, nothing stored; a server in non-strict mode would instead truncate with a warning,
-//! so bodies belong in a BLOB column. The crate reads `:name` outside quotes as a named
+//! by the server (error 1366): permanent, exit 70, nothing stored. The session adds
+//! `STRICT_ALL_TABLES` to the server's `sql_mode` (in the same `SET SESSION`), so a server
+//! configured non-strict cannot store a body or an address altered (`?` for bad bytes,
+//! truncated) with only a warning.
+//! Bodies belong in a BLOB column. The crate reads `:name` outside quotes as a named
 //! parameter; such SQL fails to prepare (exit 78) rather than run changed.
 //!
 //! **Results.** The first row of the first result set; the rest (more rows, a CALL's extra
@@ -89,6 +91,9 @@ impl Mysql {
                 format!("cannot set the socket timeouts: {e}"),
             )
         })?;
+        // From the greeting, no query. (The crate panics here only for a greeting without
+        // an `X.Y.Z` version, which no MySQL-protocol server sends; main turns a panic into
+        // a deferral anyway.)
         let version = conn.server_version();
         let setup = session_setup(version, limits.statement);
         crate::debug!("mysql: server version {version:?}; {setup}");
@@ -127,6 +132,7 @@ impl Backend for Mysql {
                 ),
             ));
         }
+        let sent: usize = bound.params.iter().map(|v| v.as_bytes().len()).sum();
         let params: Vec<mysql::Value> = bound
             .params
             .iter()
@@ -140,7 +146,7 @@ impl Backend for Mysql {
         let mut result = self
             .conn
             .exec_iter(&stmt, params)
-            .map_err(|e| error(DbStep::Execute, e, limits))?;
+            .map_err(|e| too_big_hint(error(DbStep::Execute, e, limits), sent))?;
         // The first result set with columns decides; everything after it is still read, so
         // an error in a later statement of a procedure fails the run.
         let mut first: Option<Option<Row>> = None;
@@ -173,12 +179,29 @@ impl Backend for Mysql {
     }
 }
 
+/// A server closes the connection on a packet over its `max_allowed_packet` (16 MiB by
+/// default on MariaDB, 64 MiB on MySQL 8), so a big message shows up as a lost connection:
+/// transient, the mail waits, and the administrator gets a hint.
+fn too_big_hint(mut e: DbError, sent: usize) -> DbError {
+    const SUSPECT: usize = 1 << 20;
+    let lost = e.retry == Retry::Transient
+        && (e.native.is_none() || e.native.as_deref() == Some("mysql 1153"));
+    if lost && sent >= SUSPECT {
+        e.message = format!(
+            "{} (sending {sent} bytes: if that is more than the server's max_allowed_packet, \
+             raise it or set MaxMessageSize below it)",
+            e.message
+        );
+    }
+    e
+}
+
 /// Driver options from the DSN, with our limits and without the crate's extra round trips.
 fn options(dsn: &str, limits: Limits) -> Result<Opts, DbError> {
     let refuse = |message: String| DbError::new(DbStep::Connect, Retry::Permanent, message);
     let url = driver_url(dsn).map_err(refuse)?;
-    let parsed = Opts::from_url(&url.url)
-        .map_err(|e| refuse(format!("invalid MySQL/MariaDB URL: {e}")))?;
+    let parsed =
+        Opts::from_url(&url.url).map_err(|e| refuse(format!("invalid MySQL/MariaDB URL: {e}")))?;
     let connect = at_least_a_second(limits.connect);
     let mut builder = OptsBuilder::from_opts(parsed)
         .tcp_connect_timeout(Some(connect))
@@ -284,16 +307,21 @@ fn no_tls(what: &str) -> String {
 
 /// The one statement that sets the server-side limits (see the module comment).
 fn session_setup(version: (u16, u16, u16), statement: Duration) -> String {
+    // Strict mode for this session whatever the server's default: a body or address the
+    // column cannot hold must fail (70, nothing stored), never be stored altered.
+    const STRICT: &str = "sql_mode = CONCAT(@@session.sql_mode, ',STRICT_ALL_TABLES')";
     let lock_wait = statement.as_secs_f64().ceil().clamp(1.0, 1_073_741_824.0) as u64;
     // MariaDB ≥ 10 greets as "5.5.5-10.x.y-MariaDB" (read as 5.5.5) or, later, as "11.x.y".
     let mariadb = version.0 >= 10 || version == (5, 5, 5);
     if !mariadb && version >= (5, 7, 8) {
         let ms = statement.as_millis().clamp(1, u128::from(u32::MAX));
-        format!("SET SESSION innodb_lock_wait_timeout = {lock_wait}, max_execution_time = {ms}")
+        format!(
+            "SET SESSION {STRICT}, innodb_lock_wait_timeout = {lock_wait}, max_execution_time = {ms}"
+        )
     } else {
         let seconds = statement.as_secs_f64();
         format!(
-            "SET SESSION innodb_lock_wait_timeout = {lock_wait} \
+            "SET SESSION {STRICT}, innodb_lock_wait_timeout = {lock_wait} \
              /*M!100108 , max_statement_time = {seconds:.6} */"
         )
     }
@@ -347,8 +375,9 @@ fn to_value(value: mysql::Value, column: &Column) -> Value<'static> {
         V::NULL => Value::empty(),
         V::Int(i) => text(i.to_string()),
         V::UInt(u) => text(u.to_string()),
-        V::Float(f) => text(float_text(f64::from(f), &f)),
-        V::Double(f) => text(float_text(f, &f)),
+        // FLOAT with the 6 significant digits the server prints, DOUBLE shortest-exact.
+        V::Float(f) => text(float_text(&format!("{:.5e}", f64::from(f)))),
+        V::Double(f) => text(float_text(&format!("{f:e}"))),
         V::Date(y, mo, d, h, mi, s, us) => {
             let date = format!("{y:04}-{mo:02}-{d:02}");
             if matches!(
@@ -413,14 +442,50 @@ fn fraction(micros: u32, decimals: u8) -> String {
     format!(".{}", &full[..digits])
 }
 
-/// Floats print shortest-exact, with an exponent only for very large or small magnitudes
-/// (as the server prints them: 1e20, 1.5e-7).
-fn float_text<F: std::fmt::Display + std::fmt::LowerExp>(magnitude: f64, f: &F) -> String {
-    let magnitude = magnitude.abs();
-    if magnitude.is_finite() && magnitude != 0.0 && !(1e-4..1e15).contains(&magnitude) {
-        format!("{f:e}")
+/// A float laid out as the server's `my_gcvt` does, from Rust's `{:e}` form (`-1.25e-7`):
+/// plain decimals while the decimal point is within 15 digits (`100000000000000`,
+/// `0.00000000025`), otherwise exponent form (`1e15`, `1.5e-16`).
+fn float_text(scientific: &str) -> String {
+    let (sign, unsigned) = match scientific.strip_prefix('-') {
+        Some(rest) => ("-", rest),
+        None => ("", scientific),
+    };
+    let Some((mantissa, exponent)) = unsigned.split_once('e') else {
+        return scientific.to_string(); // inf, NaN: not storable in MySQL anyway
+    };
+    let Ok(exponent) = exponent.parse::<i32>() else {
+        return scientific.to_string();
+    };
+    let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
+    let digits = match digits.trim_end_matches('0') {
+        "" => "0",
+        d => d,
+    };
+    let len = digits.len() as i32;
+    // Position of the decimal point relative to the first digit, as dtoa reports it.
+    let point = exponent + 1;
+    const MAX_POINT_FOR_F: i32 = 15; // DBL_DIG
+    if point > -MAX_POINT_FOR_F && (point <= MAX_POINT_FOR_F || len > point) {
+        let body = if point <= 0 {
+            format!("0.{}{digits}", "0".repeat(point.unsigned_abs() as usize))
+        } else if point < len {
+            format!(
+                "{}.{}",
+                &digits[..point as usize],
+                &digits[point as usize..]
+            )
+        } else {
+            format!("{digits}{}", "0".repeat((point - len) as usize))
+        };
+        format!("{sign}{body}")
     } else {
-        f.to_string()
+        let (first, rest) = digits.split_at(1);
+        let fraction = if rest.is_empty() {
+            String::new()
+        } else {
+            format!(".{rest}")
+        };
+        format!("{sign}{first}{fraction}e{exponent}")
     }
 }
 
@@ -434,14 +499,18 @@ fn is_transient(code: u16) -> bool {
         | 1040 | 1203 | 1226
         // server shutting down, connection aborted or killed
         | 1053 | 1077 | 1079 | 1080 | 1152
-        // read-only server / fail-over in progress, conflicting global read lock (backups)
-        | 1290 | 1836 | 1792 | 1223
+        // read-only server / fail-over in progress, conflicting global read lock (backups),
+        // a Galera node not yet synced ("WSREP has not yet prepared node")
+        | 1290 | 1836 | 1792 | 1223 | 1047
         // disk or table full, storage engine errors, out of memory
         | 1021 | 1114 | 1030 | 1037 | 1038 | 1041
         // statement time limits, query interrupted, connection killed
         | 1969 | 3024 | 1317 | 1927
         // network read/write errors reported by the server; COMMIT/ROLLBACK failed
         | 1158 | 1159 | 1160 | 1161 | 1180 | 1181
+        // a packet (message) over max_allowed_packet: usually seen as a reset connection,
+        // so classified the same; waits for the administrator (or MaxMessageSize)
+        | 1153
         // prepared statement must be re-prepared (table changed meanwhile)
         | 1615
         // MySQL 8: disconnected for inactivity
@@ -475,37 +544,18 @@ fn error(step: DbStep, e: mysql::Error, limits: Limits) -> DbError {
                 .with_sqlstate(server.state)
                 .with_native(format!("mysql {}", server.code))
         }
-        E::IoError(io) if matches!(io.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
-            let waited = if step == DbStep::Connect {
-                at_least_a_second(limits.connect)
-            } else {
-                at_least_a_second(limits.statement) + CLIENT_MARGIN
-            };
-            DbError::new(
-                step,
-                Retry::Transient,
-                format!(
-                    "no answer from the server within {} s ({io})",
-                    waited.as_secs_f64()
-                ),
-            )
-        }
-        E::IoError(io) => DbError::new(
-            step,
-            Retry::Transient,
-            format!("connection to the server failed: {io}"),
-        ),
+        E::IoError(io) => io_error(step, &io, limits),
+        // The packet codec wraps the socket's errors (a silent server during the handshake).
+        E::CodecError(c) => match std::error::Error::source(&c).and_then(|s| s.downcast_ref()) {
+            Some(io) => io_error(step, io, limits),
+            None => DbError::new(step, Retry::Transient, format!("protocol error: {c}")),
+        },
         E::DriverError(
             d @ (DriverError::MismatchedStmtParams(..)
             | DriverError::Params(_)
             | DriverError::MixedParams),
         ) => DbError::new(step, Retry::Permanent, d.to_string()),
         E::DriverError(d) => DbError::new(step, Retry::Transient, d.to_string()),
-        E::CodecError(c) => DbError::new(
-            step,
-            Retry::Transient,
-            format!("protocol error: {c}"),
-        ),
         E::UrlError(u) => DbError::new(
             step,
             Retry::Permanent,
@@ -513,6 +563,27 @@ fn error(step: DbStep, e: mysql::Error, limits: Limits) -> DbError {
         ),
         other => DbError::new(step, Retry::Permanent, other.to_string()),
     }
+}
+
+/// A failed or silent connection: always transient.
+fn io_error(step: DbStep, io: &io::Error, limits: Limits) -> DbError {
+    let message = if matches!(
+        io.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    ) {
+        let waited = if step == DbStep::Connect {
+            at_least_a_second(limits.connect)
+        } else {
+            at_least_a_second(limits.statement) + CLIENT_MARGIN
+        };
+        format!(
+            "no answer from the server within {} s ({io})",
+            waited.as_secs_f64()
+        )
+    } else {
+        format!("connection to the server failed: {io}")
+    };
+    DbError::new(step, Retry::Transient, message)
 }
 
 #[cfg(test)]
@@ -546,7 +617,19 @@ mod tests {
             (2006, Retry::Transient, "server has gone away"),
             (2013, Retry::Transient, "lost connection"),
             (2055, Retry::Transient, "lost connection (system error)"),
-            (1045, Retry::Permanent, "access denied (but at connect: 75 anyway)"),
+            (1153, Retry::Transient, "packet over max_allowed_packet"),
+            (
+                1223,
+                Retry::Transient,
+                "conflicting global read lock (backup)",
+            ),
+            (1615, Retry::Transient, "statement needs re-prepare"),
+            (1047, Retry::Transient, "Galera node not ready"),
+            (
+                1045,
+                Retry::Permanent,
+                "access denied (but at connect: 75 anyway)",
+            ),
             (1064, Retry::Permanent, "syntax error"),
             (1146, Retry::Permanent, "no such table"),
             (1054, Retry::Permanent, "unknown column"),
@@ -582,11 +665,26 @@ mod tests {
                 code,
             })
         };
-        assert_eq!(error(DbStep::Prepare, server(1146), limits()).exit_code(), ExitCode::Config);
-        assert_eq!(error(DbStep::Execute, server(1048), limits()).exit_code(), ExitCode::Software);
-        assert_eq!(error(DbStep::Execute, server(1205), limits()).exit_code(), ExitCode::TempFail);
-        assert_eq!(error(DbStep::Connect, server(1045), limits()).exit_code(), ExitCode::TempFail);
-        assert_eq!(error(DbStep::Commit, server(1213), limits()).exit_code(), ExitCode::TempFail);
+        assert_eq!(
+            error(DbStep::Prepare, server(1146), limits()).exit_code(),
+            ExitCode::Config
+        );
+        assert_eq!(
+            error(DbStep::Execute, server(1048), limits()).exit_code(),
+            ExitCode::Software
+        );
+        assert_eq!(
+            error(DbStep::Execute, server(1205), limits()).exit_code(),
+            ExitCode::TempFail
+        );
+        assert_eq!(
+            error(DbStep::Connect, server(1045), limits()).exit_code(),
+            ExitCode::TempFail
+        );
+        assert_eq!(
+            error(DbStep::Commit, server(1213), limits()).exit_code(),
+            ExitCode::TempFail
+        );
     }
 
     #[test]
@@ -594,15 +692,38 @@ mod tests {
         let io = mysql::Error::IoError(io::Error::new(io::ErrorKind::WouldBlock, "x"));
         let e = error(DbStep::Execute, io, limits());
         assert_eq!(e.retry, Retry::Transient);
-        assert!(e.message.contains("no answer from the server within 7 s"), "{}", e.message);
+        assert!(
+            e.message.contains("no answer from the server within 7 s"),
+            "{}",
+            e.message
+        );
+        let silent = mysql::Error::IoError(io::Error::new(io::ErrorKind::TimedOut, "x"));
+        let e = error(DbStep::Connect, silent, limits());
+        assert!(
+            e.message.contains("no answer from the server within 3 s"),
+            "{}",
+            e.message
+        );
         let gone = mysql::Error::server_disconnected();
-        assert_eq!(error(DbStep::Commit, gone, limits()).retry, Retry::Transient);
+        assert_eq!(
+            error(DbStep::Commit, gone, limits()).retry,
+            Retry::Transient
+        );
         let sync = mysql::Error::DriverError(mysql::DriverError::PacketOutOfSync);
-        assert_eq!(error(DbStep::Execute, sync, limits()).retry, Retry::Transient);
+        assert_eq!(
+            error(DbStep::Execute, sync, limits()).retry,
+            Retry::Transient
+        );
         let mixed = mysql::Error::DriverError(mysql::DriverError::MixedParams);
-        assert_eq!(error(DbStep::Prepare, mixed, limits()).retry, Retry::Permanent);
+        assert_eq!(
+            error(DbStep::Prepare, mixed, limits()).retry,
+            Retry::Permanent
+        );
         let count = mysql::Error::DriverError(mysql::DriverError::MismatchedStmtParams(2, 1));
-        assert_eq!(error(DbStep::Prepare, count, limits()).retry, Retry::Permanent);
+        assert_eq!(
+            error(DbStep::Prepare, count, limits()).retry,
+            Retry::Permanent
+        );
     }
 
     fn limits() -> Limits {
@@ -617,8 +738,12 @@ mod tests {
         let u = driver_url("mariadb://u:p@h:1/db").unwrap();
         assert_eq!(u.url, "mysql://u:p@h:1/db");
         assert!(!u.prefer_socket_given && !u.max_packet_given);
-        let u = driver_url(" MariaDB://u:p@localhost/db?socket=/run/m.sock&prefer_socket=true").unwrap();
-        assert_eq!(u.url, "mysql://u:p@localhost/db?socket=/run/m.sock&prefer_socket=true");
+        let u = driver_url(" MariaDB://u:p@localhost/db?socket=/run/m.sock&prefer_socket=true")
+            .unwrap();
+        assert_eq!(
+            u.url,
+            "mysql://u:p@localhost/db?socket=/run/m.sock&prefer_socket=true"
+        );
         assert!(u.prefer_socket_given);
         let u = driver_url("mysql://u@h/db?require_ssl=false&max_allowed_packet=4096").unwrap();
         assert_eq!(u.url, "mysql://u@h/db?max_allowed_packet=4096");
@@ -662,21 +787,27 @@ mod tests {
         let s = Duration::from_millis(1500);
         assert_eq!(
             session_setup((5, 5, 5), s),
-            "SET SESSION innodb_lock_wait_timeout = 2 /*M!100108 , max_statement_time = 1.500000 */"
+            "SET SESSION sql_mode = CONCAT(@@session.sql_mode, ',STRICT_ALL_TABLES'), \
+             innodb_lock_wait_timeout = 2 /*M!100108 , max_statement_time = 1.500000 */"
         );
         assert!(session_setup((11, 4, 2), s).contains("max_statement_time = 1.500000"));
         assert_eq!(
             session_setup((8, 0, 36), s),
-            "SET SESSION innodb_lock_wait_timeout = 2, max_execution_time = 1500"
+            "SET SESSION sql_mode = CONCAT(@@session.sql_mode, ',STRICT_ALL_TABLES'), \
+             innodb_lock_wait_timeout = 2, max_execution_time = 1500"
         );
         assert!(!session_setup((5, 6, 51), s).contains("max_execution_time"));
-        assert!(session_setup((8, 0, 36), Duration::ZERO).contains("innodb_lock_wait_timeout = 1,"));
+        assert!(
+            session_setup((8, 0, 36), Duration::ZERO).contains("innodb_lock_wait_timeout = 1,")
+        );
     }
 
     #[test]
     fn values_print_as_the_client_prints_them() {
         let col = |t: ColumnType, decimals: u8, charset: u16| {
-            Column::new(t).with_decimals(decimals).with_character_set(charset)
+            Column::new(t)
+                .with_decimals(decimals)
+                .with_character_set(charset)
         };
         let text = |v: Value<'static>| match v {
             Value::Text(t) => t.into_owned(),
@@ -685,12 +816,18 @@ mod tests {
         use mysql::Value as V;
         let int = col(ColumnType::MYSQL_TYPE_LONGLONG, 0, 63);
         assert_eq!(text(to_value(V::Int(-42), &int)), "-42");
-        assert_eq!(text(to_value(V::UInt(u64::MAX), &int)), "18446744073709551615");
+        assert_eq!(
+            text(to_value(V::UInt(u64::MAX), &int)),
+            "18446744073709551615"
+        );
         assert_eq!(text(to_value(V::NULL, &int)), "");
         let dec = col(ColumnType::MYSQL_TYPE_NEWDECIMAL, 2, 63);
         assert_eq!(text(to_value(V::Bytes(b"12.50".to_vec()), &dec)), "12.50");
         let date = col(ColumnType::MYSQL_TYPE_DATE, 0, 63);
-        assert_eq!(text(to_value(V::Date(2024, 2, 29, 0, 0, 0, 0), &date)), "2024-02-29");
+        assert_eq!(
+            text(to_value(V::Date(2024, 2, 29, 0, 0, 0, 0), &date)),
+            "2024-02-29"
+        );
         let dt = col(ColumnType::MYSQL_TYPE_DATETIME, 0, 63);
         assert_eq!(
             text(to_value(V::Date(2024, 2, 29, 13, 5, 9, 0), &dt)),
@@ -702,11 +839,43 @@ mod tests {
             "2024-02-29 13:05:09.120"
         );
         let time = col(ColumnType::MYSQL_TYPE_TIME, 0, 63);
-        assert_eq!(text(to_value(V::Time(true, 1, 2, 3, 4, 0), &time)), "-26:03:04");
+        assert_eq!(
+            text(to_value(V::Time(true, 1, 2, 3, 4, 0), &time)),
+            "-26:03:04"
+        );
         let dbl = col(ColumnType::MYSQL_TYPE_DOUBLE, 31, 63);
-        assert_eq!(text(to_value(V::Double(2.5), &dbl)), "2.5");
-        assert_eq!(text(to_value(V::Double(1e20), &dbl)), "1e20");
-        assert_eq!(text(to_value(V::Float(1.1), &dbl)), "1.1");
+        // As MariaDB 10.11 prints them (SELECT …, mariadb client).
+        for (value, printed) in [
+            (2.5, "2.5"),
+            (1e20, "1e20"),
+            (1e15, "1e15"),
+            (1e14, "100000000000000"),
+            (1e-5, "0.00001"),
+            (1.5e-7, "0.00000015"),
+            (-2.5e-10, "-0.00000000025"),
+            (1e-15, "0.000000000000001"),
+            (1e-16, "1e-16"),
+            (1.5e300, "1.5e300"),
+            (0.1 + 0.2, "0.30000000000000004"),
+            (123456789012345.0, "123456789012345"),
+            (1234567890123456.8, "1234567890123456.8"),
+            (1.2345678901234568e17, "1.2345678901234568e17"),
+            (0.0, "0"),
+            (-7.0, "-7"),
+        ] {
+            assert_eq!(text(to_value(V::Double(value), &dbl)), printed, "{value:e}");
+        }
+        let flt = col(ColumnType::MYSQL_TYPE_FLOAT, 31, 63);
+        for (value, printed) in [
+            (1.1f32, "1.1"),
+            (2.718_281_7, "2.71828"),
+            (16777217.0, "16777200"),
+            (1e20, "1e20"),
+            (0.000001, "0.000001"),
+            (-0.5, "-0.5"),
+        ] {
+            assert_eq!(text(to_value(V::Float(value), &flt)), printed, "{value:e}");
+        }
         let varchar = col(ColumnType::MYSQL_TYPE_VAR_STRING, 0, 45);
         assert_eq!(text(to_value(V::Bytes("zoë".into()), &varchar)), "zoë");
         assert_eq!(

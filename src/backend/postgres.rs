@@ -13,7 +13,10 @@
 //! round trip; the server cancels the statement (SQLSTATE 57014 / 55P03, transient) and the
 //! mail is deferred. Options already in the DSN come after ours and win. For a network that
 //! dies under us, TCP keepalives and `TCP_USER_TIMEOUT` close the socket a little after the
-//! limit, which is again a transient error. `connect_timeout` bounds reaching the socket.
+//! limit. And since a peer can keep a connection alive while saying nothing, the client runs
+//! on a thread of its own and every wait has a hard limit: ConnectTimeout for the whole
+//! start-up (socket, authentication, session), StatementTimeout plus a few seconds for each
+//! call. Each of these is a transient error.
 //!
 //! **Parameters.** Each statement is prepared once (the server infers the parameter types)
 //! and each value is sent the way libpq's text mode sends it: as text, parsed by the type's
@@ -39,9 +42,11 @@
 
 use std::error::Error as StdError;
 use std::str::FromStr;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::time::Duration;
 
 use bytes::BytesMut;
+use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
 use postgres::config::{Host, SslMode};
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::types::{FromSql, IsNull, Kind, ToSql, Type};
@@ -54,14 +59,33 @@ use crate::macros::{Macros, Placeholder, Value};
 
 type BoxError = Box<dyn StdError + Sync + Send>;
 
-/// Extra time the client-side backstop allows beyond the statement limit, so that the
+/// Extra time the client-side limits allow beyond the statement limit, so that the
 /// server's own time-out (a clean, classified error) normally fires first.
 const BACKSTOP_GRACE: Duration = Duration::from_secs(5);
 
+/// How long closing the connection may take when we are done (it sends Terminate and
+/// shuts the socket down; this only bounds a peer that has stopped reading).
+const CLOSE_WAIT: Duration = Duration::from_secs(1);
+
+/// Work for the connection's thread.
+type Job = Box<dyn FnOnce(&mut Client) + Send>;
+
+/// A connection to PostgreSQL. The `postgres::Client` lives on a thread of its own and every
+/// call waits for it with a hard limit: the crate's `connect_timeout` covers only reaching
+/// the socket, and neither the server's `statement_timeout` nor TCP keepalives help when
+/// the peer keeps the connection alive but says nothing (a listener on the wrong port, a
+/// hung proxy or pooler, a stopped backend). Without the limit we would wait until the MTA
+/// gives up, which Postfix and Exim answer with a bounce.
 pub struct Postgres {
-    client: Client,
+    jobs: Option<Sender<Job>>,
+    /// Signalled when the thread has closed the connection.
+    closed: Receiver<()>,
+    /// The hard limit for one call (statement limit plus grace).
+    call_limit: Duration,
     /// Whether `begin` opened a transaction that is not yet committed or rolled back.
     in_transaction: bool,
+    /// A call ran past its limit: the connection is left behind, unusable.
+    abandoned: bool,
 }
 
 impl Postgres {
@@ -77,17 +101,19 @@ impl Postgres {
         if config.get_ssl_mode() != SslMode::Disable && config.get_ssl_mode() != SslMode::Prefer {
             return Err(tls_unsupported());
         }
-        config.connect_timeout(limits.connect);
+        if !limits.connect.is_zero() {
+            config.connect_timeout(limits.connect);
+        }
         let options = session_options(limits.statement, config.get_options());
         config.options(&options);
         if config.get_application_name().is_none() {
             config.application_name("virt_mail");
         }
         if !limits.statement.is_zero() {
-            let limit = limits.statement + BACKSTOP_GRACE;
+            // A network that dies under us: the socket is closed a little after the limit.
             let probe = (limits.statement / 4).max(Duration::from_secs(1));
             config
-                .tcp_user_timeout(limit)
+                .tcp_user_timeout(limits.statement + BACKSTOP_GRACE)
                 .keepalives(true)
                 .keepalives_idle(probe)
                 .keepalives_interval(probe)
@@ -98,69 +124,142 @@ impl Postgres {
         });
         let target = describe(&config);
         crate::debug!("postgres: connecting to {target} (options {options})");
-        let client = config.connect(NoTls).map_err(|e| {
-            let mut error = error(DbStep::Connect, &e);
+        let in_target = |mut error: DbError| {
             error.message = format!("{target}: {}", error.message);
             error
-        })?;
+        };
+
+        let (jobs, job_queue) = mpsc::channel::<Job>();
+        let (ready_tx, ready) = mpsc::sync_channel(1);
+        let (closed_tx, closed) = mpsc::sync_channel(1);
+        std::thread::Builder::new()
+            .name("postgres".into())
+            .spawn(move || {
+                block_signals();
+                let mut client = match config.connect(NoTls) {
+                    Ok(client) => client,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(error(DbStep::Connect, &e)));
+                        return;
+                    }
+                };
+                if ready_tx.send(Ok(())).is_err() {
+                    return;
+                }
+                while let Ok(job) = job_queue.recv() {
+                    job(&mut client);
+                }
+                drop(client);
+                let _ = closed_tx.send(());
+            })
+            .map_err(|e| {
+                DbError::new(
+                    DbStep::Connect,
+                    Retry::Transient,
+                    format!("cannot start the connection's thread: {e}"),
+                )
+            })?;
+        match ready.recv_timeout(unlimited_if_zero(limits.connect)) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(in_target(e)),
+            Err(RecvTimeoutError::Timeout) => {
+                return Err(in_target(DbError::new(
+                    DbStep::Connect,
+                    Retry::Transient,
+                    format!(
+                        "no answer within {} s (ConnectTimeout)",
+                        limits.connect.as_secs_f64()
+                    ),
+                )));
+            }
+            Err(RecvTimeoutError::Disconnected) => {
+                return Err(in_target(DbError::new(
+                    DbStep::Connect,
+                    Retry::Transient,
+                    "the connection's thread ended without a result".into(),
+                )));
+            }
+        }
         Ok(Postgres {
-            client,
+            jobs: Some(jobs),
+            closed,
+            call_limit: if limits.statement.is_zero() {
+                Duration::ZERO
+            } else {
+                limits.statement + BACKSTOP_GRACE
+            },
             in_transaction: false,
+            abandoned: false,
         })
     }
 
-    fn simple(&mut self, sql: &str, step: DbStep) -> Result<(), DbError> {
-        self.client.batch_execute(sql).map_err(|e| {
-            let mut error = error(step, &e);
-            error.message = format!("{sql}: {}", error.message);
-            error
+    /// Runs `work` on the connection's thread and waits at most `call_limit` for it. Past
+    /// that the connection is abandoned and the error is transient (`step` names it).
+    fn call<R: Send + 'static>(
+        &mut self,
+        step: DbStep,
+        work: impl FnOnce(&mut Client) -> Result<R, DbError> + Send + 'static,
+    ) -> Result<R, DbError> {
+        let gone = |what: &str| DbError::new(step, Retry::Transient, what.to_string());
+        if self.abandoned {
+            return Err(gone(
+                "the connection was abandoned after an earlier time-out",
+            ));
+        }
+        let Some(jobs) = &self.jobs else {
+            return Err(gone("the connection is closed"));
+        };
+        let (reply, answer) = mpsc::sync_channel(1);
+        let job: Job = Box::new(move |client| {
+            let _ = reply.send(work(client));
+        });
+        if jobs.send(job).is_err() {
+            return Err(gone("the connection's thread has ended"));
+        }
+        match answer.recv_timeout(unlimited_if_zero(self.call_limit)) {
+            Ok(result) => result,
+            Err(RecvTimeoutError::Timeout) => {
+                self.abandoned = true;
+                Err(gone(&format!(
+                    "no answer from the server within {} s (StatementTimeout + {} s); \
+                     connection abandoned",
+                    self.call_limit.as_secs_f64() - BACKSTOP_GRACE.as_secs_f64(),
+                    BACKSTOP_GRACE.as_secs()
+                )))
+            }
+            Err(RecvTimeoutError::Disconnected) => Err(gone("the connection's thread has ended")),
+        }
+    }
+
+    /// A statement without parameters or results (BEGIN, COMMIT, ROLLBACK).
+    fn simple(&mut self, sql: &'static str, step: DbStep) -> Result<(), DbError> {
+        self.call(step, move |client| {
+            client.batch_execute(sql).map_err(|e| {
+                let mut error = error(step, &e);
+                error.message = format!("{sql}: {}", error.message);
+                error
+            })
         })
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        // Closing the queue ends the thread's loop; it then says goodbye to the server.
+        drop(self.jobs.take());
+        if !self.abandoned {
+            let _ = self.closed.recv_timeout(CLOSE_WAIT);
+        }
     }
 }
 
 impl Backend for Postgres {
     fn run(&mut self, statement: &Statement, macros: &Macros<'_>) -> Result<Option<Row>, DbError> {
         let bound = statement.template.bind(macros, Placeholder::Numbered);
-        let prepared = self
-            .client
-            .prepare(&bound.sql)
-            .map_err(|e| error(DbStep::Prepare, &e))?;
-        let types = prepared.params();
-        if types.len() != bound.params.len() {
-            return Err(DbError::new(
-                DbStep::Prepare,
-                Retry::Permanent,
-                format!(
-                    "the statement has {} parameters but its macros give {}",
-                    types.len(),
-                    bound.params.len()
-                ),
-            ));
-        }
-        let params = bound
-            .params
-            .iter()
-            .zip(types)
-            .enumerate()
-            .map(|(i, (value, ty))| Param::new(i + 1, value, ty))
-            .collect::<Result<Vec<_>, _>>()?;
-        let mut rows = self
-            .client
-            .query_raw(&prepared, params.iter())
-            .map_err(|e| error(DbStep::Execute, &e))?;
-        let mut first = None;
-        // Read to the end: an INSERT … RETURNING has done its work only when all rows are in.
-        while let Some(row) = rows.next().map_err(|e| error(DbStep::Execute, &e))? {
-            if first.is_none() {
-                let mut values = Vec::with_capacity(row.len());
-                for (i, column) in row.columns().iter().enumerate() {
-                    let Raw(raw) = row.try_get(i).map_err(|e| error(DbStep::Execute, &e))?;
-                    values.push(to_value(column.type_(), raw));
-                }
-                first = Some(values);
-            }
-        }
-        Ok(first)
+        let sql = bound.sql;
+        // The values travel to the connection's thread (one copy of the message).
+        let params: Vec<Value<'static>> = bound.params.into_iter().map(owned).collect();
+        self.call(DbStep::Execute, move |client| query(client, &sql, &params))
     }
 
     fn begin(&mut self) -> Result<(), DbError> {
@@ -182,6 +281,82 @@ impl Backend for Postgres {
         }
         self.simple("ROLLBACK", DbStep::Execute)
     }
+}
+
+/// Prepares `sql` (the server infers the parameter types), binds `params` by those types,
+/// reads every row and returns the first.
+fn query(client: &mut Client, sql: &str, params: &[Value<'_>]) -> Result<Option<Row>, DbError> {
+    let prepared = client
+        .prepare(sql)
+        .map_err(|e| error(DbStep::Prepare, &e))?;
+    let types = prepared.params();
+    if types.len() != params.len() {
+        return Err(DbError::new(
+            DbStep::Prepare,
+            Retry::Permanent,
+            format!(
+                "the statement has {} parameters but its macros give {}",
+                types.len(),
+                params.len()
+            ),
+        ));
+    }
+    let params = params
+        .iter()
+        .zip(types)
+        .enumerate()
+        .map(|(i, (value, ty))| Param::new(i + 1, value, ty))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut rows = client
+        .query_raw(&prepared, params.iter())
+        .map_err(|e| error(DbStep::Execute, &e))?;
+    let mut first = None;
+    // Read to the end: an INSERT … RETURNING has done its work only when all rows are in.
+    while let Some(row) = rows.next().map_err(|e| error(DbStep::Execute, &e))? {
+        if first.is_none() {
+            let mut values = Vec::with_capacity(row.len());
+            for (i, column) in row.columns().iter().enumerate() {
+                let Raw(raw) = row.try_get(i).map_err(|e| error(DbStep::Execute, &e))?;
+                values.push(to_value(column.type_(), raw));
+            }
+            first = Some(values);
+        }
+    }
+    Ok(first)
+}
+
+fn owned(value: Value<'_>) -> Value<'static> {
+    match value {
+        Value::Text(t) => Value::Text(t.into_owned().into()),
+        Value::Bytes(b) => Value::Bytes(b.into_owned().into()),
+    }
+}
+
+/// A zero limit means none (`recv_timeout` waits without a deadline it cannot represent).
+fn unlimited_if_zero(limit: Duration) -> Duration {
+    if limit.is_zero() {
+        Duration::MAX
+    } else {
+        limit
+    }
+}
+
+/// Keeps process signals off the connection's thread. The handlers in `signals.rs` decide the
+/// exit status from whether the delivery is committed, and `commit_guarded` holds signals on
+/// the main thread while COMMIT runs; a signal taken by this thread during COMMIT would
+/// slip past that guard. Faults raised by this thread's own code (SIGSEGV, SIGBUS, SIGFPE,
+/// SIGILL) stay unblocked.
+fn block_signals() {
+    let mut set = SigSet::all();
+    for fault in [
+        Signal::SIGSEGV,
+        Signal::SIGBUS,
+        Signal::SIGFPE,
+        Signal::SIGILL,
+    ] {
+        set.remove(fault);
+    }
+    let _ = pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), None);
 }
 
 /// `POSTGRES://` → `postgres://`: the crate's URL parser only knows the lower-case schemes.
@@ -340,7 +515,10 @@ impl<'v> Param<'v> {
             });
         }
         let problem = match std::str::from_utf8(bytes) {
-            Err(e) => Some(format!("is not valid UTF-8 (byte offset {})", e.valid_up_to())),
+            Err(e) => Some(format!(
+                "is not valid UTF-8 (byte offset {})",
+                e.valid_up_to()
+            )),
             Ok(_) => bytes
                 .iter()
                 .position(|&b| b == 0)
@@ -444,7 +622,9 @@ fn decode(ty: &Type, raw: &[u8]) -> Option<String> {
         Type::FLOAT4 => float_text(f32::from_be_bytes(raw.try_into().ok()?), 6),
         Type::FLOAT8 => float_text(f64::from_be_bytes(raw.try_into().ok()?), 15),
         Type::NUMERIC => numeric_text(raw)?,
-        Type::JSONB => std::str::from_utf8(raw.strip_prefix(&[1])?).ok()?.to_string(),
+        Type::JSONB => std::str::from_utf8(raw.strip_prefix(&[1])?)
+            .ok()?
+            .to_string(),
         Type::UUID => uuid_text(raw)?,
         Type::DATE => date_text(i32::from_be_bytes(raw.try_into().ok()?)),
         Type::TIME => time_text(i64::from_be_bytes(raw.try_into().ok()?)),
@@ -593,7 +773,11 @@ const USECS_PER_DAY: i64 = 86_400_000_000;
 /// `YYYY-MM-DD`, and whether the year is BC (PostgreSQL prints year 0 as 1 BC).
 fn ymd(days_since_pg_epoch: i64) -> (String, bool) {
     let (year, month, day) = civil_from_days(days_since_pg_epoch + PG_EPOCH_DAYS);
-    let (year, bc) = if year <= 0 { (1 - year, true) } else { (year, false) };
+    let (year, bc) = if year <= 0 {
+        (1 - year, true)
+    } else {
+        (year, false)
+    };
     (format!("{year:04}-{month:02}-{day:02}"), bc)
 }
 
@@ -691,7 +875,10 @@ mod tests {
             session_options(limits.statement, None),
             "-c statement_timeout=7000 -c lock_timeout=7000 -c idle_in_transaction_session_timeout=14000"
         );
-        assert!(session_options(limits.statement, Some("-c search_path=mail")).ends_with(" -c search_path=mail"));
+        assert!(
+            session_options(limits.statement, Some("-c search_path=mail"))
+                .ends_with(" -c search_path=mail")
+        );
     }
 
     #[test]
@@ -715,7 +902,9 @@ mod tests {
         let body = Value::Bytes(b"a\0b".as_slice().into());
         let e = Param::new(2, &body, &Type::TEXT).unwrap_err();
         assert_eq!((e.step, e.retry), (DbStep::Execute, Retry::Permanent));
-        assert!(e.message.contains("$2") && e.message.contains("NUL") && e.message.contains("bytea"));
+        assert!(
+            e.message.contains("$2") && e.message.contains("NUL") && e.message.contains("bytea")
+        );
         let latin1 = Value::Bytes(b"caf\xe9".as_slice().into());
         let e = Param::new(1, &latin1, &Type::VARCHAR).unwrap_err();
         assert!(e.message.contains("UTF-8"), "{}", e.message);
@@ -724,7 +913,10 @@ mod tests {
         assert!(matches!(p.format, postgres::types::Format::Binary));
         assert_eq!(p.bytes, b"a\0b");
         let ok = Value::Bytes("café".as_bytes().into());
-        assert!(matches!(Param::new(1, &ok, &Type::TEXT).unwrap().format, postgres::types::Format::Text));
+        assert!(matches!(
+            Param::new(1, &ok, &Type::TEXT).unwrap().format,
+            postgres::types::Format::Text
+        ));
     }
 
     fn text(ty: &Type, raw: &[u8]) -> String {
@@ -740,15 +932,29 @@ mod tests {
         assert_eq!(text(&Type::BOOL, &[0]), "f");
         assert_eq!(text(&Type::INT2, &(-5i16).to_be_bytes()), "-5");
         assert_eq!(text(&Type::INT4, &42i32.to_be_bytes()), "42");
-        assert_eq!(text(&Type::INT8, &i64::MIN.to_be_bytes()), "-9223372036854775808");
-        assert_eq!(text(&Type::OID, &4_000_000_000u32.to_be_bytes()), "4000000000");
+        assert_eq!(
+            text(&Type::INT8, &i64::MIN.to_be_bytes()),
+            "-9223372036854775808"
+        );
+        assert_eq!(
+            text(&Type::OID, &4_000_000_000u32.to_be_bytes()),
+            "4000000000"
+        );
         assert_eq!(text(&Type::TEXT, "héllo".as_bytes()), "héllo");
         assert_eq!(text(&Type::JSONB, b"\x01{\"a\": 1}"), "{\"a\": 1}");
         assert_eq!(
-            text(&Type::UUID, &[0xa0, 0xee, 0xbc, 0x99, 0x9c, 0x0b, 0x4e, 0xf8, 0xbb, 0x6d, 0x6b, 0xb9, 0xbd, 0x38, 0x0a, 0x11]),
+            text(
+                &Type::UUID,
+                &[
+                    0xa0, 0xee, 0xbc, 0x99, 0x9c, 0x0b, 0x4e, 0xf8, 0xbb, 0x6d, 0x6b, 0xb9, 0xbd,
+                    0x38, 0x0a, 0x11
+                ]
+            ),
             "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"
         );
-        assert!(matches!(to_value(&Type::BYTEA, Some(b"\xff\0")), Value::Bytes(b) if *b == *b"\xff\0"));
+        assert!(
+            matches!(to_value(&Type::BYTEA, Some(b"\xff\0")), Value::Bytes(b) if *b == *b"\xff\0")
+        );
         assert_eq!(to_value(&Type::INT4, None), Value::empty());
     }
 
@@ -776,7 +982,10 @@ mod tests {
 
     fn numeric(ndigits: i16, weight: i16, sign: u16, dscale: u16, digits: &[u16]) -> String {
         let mut raw = Vec::new();
-        for w in [ndigits as u16, weight as u16, sign, dscale].iter().chain(digits) {
+        for w in [ndigits as u16, weight as u16, sign, dscale]
+            .iter()
+            .chain(digits)
+        {
             raw.extend_from_slice(&w.to_be_bytes());
         }
         text(&Type::NUMERIC, &raw)
@@ -791,8 +1000,8 @@ mod tests {
         assert_eq!(numeric(2, 1, 0, 0, &[1, 0]), "10000");
         assert_eq!(numeric(1, 1, 0, 0, &[1]), "10000");
         assert_eq!(numeric(1, -1, 0, 5, &[12]), "0.00120");
-        assert_eq!(numeric(1, -2, 0, 6, &[5]), "0.000005");
-        assert_eq!(numeric(3, 2, 0, 3, &[1, 2345, 6789]), "123456789");
+        assert_eq!(numeric(1, -2, 0, 6, &[500]), "0.000005");
+        assert_eq!(numeric(3, 2, 0, 3, &[1, 2345, 6789]), "123456789.000");
         assert_eq!(numeric(0, 0, 0xC000, 0, &[]), "NaN");
         assert_eq!(numeric(0, 0, 0xF000, 0, &[]), "-Infinity");
         // Malformed input falls back instead of panicking.

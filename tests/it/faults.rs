@@ -136,10 +136,12 @@ fn a_server_dying_between_verify_and_deliver_defers_and_stores_nothing() {
                     .unwrap();
                 drop(stdin);
                 let status = child.wait().unwrap();
+                let mut rest = String::new();
+                std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
                 assert_eq!(
                     status.code(),
                     Some(status_for(mailer, 75)),
-                    "{} {mailer}",
+                    "{} {mailer}: {rest}",
                     store.name()
                 );
             }

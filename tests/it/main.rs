@@ -7,12 +7,16 @@ mod common;
 mod configuration;
 mod delivery;
 mod docs;
-mod faults;
 mod fallback;
+mod faults;
 mod hostile;
 #[cfg(feature = "mysql")]
 mod mysql;
+#[cfg(feature = "odbc")]
+mod odbc;
 mod original_bugs;
+#[cfg(feature = "postgres")]
+mod postgres;
 mod robustness;
 mod scenarios;
 mod stores;

@@ -59,13 +59,16 @@ impl Drop for Tables<'_> {
     fn drop(&mut self) {
         for name in &self.names {
             let sql = format!("DROP TABLE IF EXISTS {name}");
-            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.store.exec(&sql)));
+            let _ =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.store.exec(&sql)));
         }
     }
 }
 
 fn text_cell(c: &Cell) -> String {
-    c.as_ref().map(|b| String::from_utf8_lossy(b).into_owned()).unwrap_or_default()
+    c.as_ref()
+        .map(|b| String::from_utf8_lossy(b).into_owned())
+        .unwrap_or_default()
 }
 
 /// Who the server thinks we are: `virt@localhost` over the unix socket, `virt@127.0.0.1`
@@ -87,7 +90,8 @@ fn deliver_user(case: &Case<'_>) -> String {
 #[test]
 fn unix_socket_and_mariadb_scheme_deliver() {
     let Some(store) = server() else { return };
-    let Some(socket) = stores::require("mariadb socket", stores::env("VIRT_MAIL_TEST_MYSQL_SOCKET"))
+    let Some(socket) =
+        stores::require("mariadb socket", stores::env("VIRT_MAIL_TEST_MYSQL_SOCKET"))
     else {
         return;
     };
@@ -98,7 +102,10 @@ fn unix_socket_and_mariadb_scheme_deliver() {
         dsn: format!("mysql://{userinfo}@localhost/{db}?socket={socket}"),
     };
     let case = Case::new(&via);
-    assert_eq!(deliver_user(&case), format!("{}@localhost", userinfo.split(':').next().unwrap()));
+    assert_eq!(
+        deliver_user(&case),
+        format!("{}@localhost", userinfo.split(':').next().unwrap())
+    );
     drop(case);
     // mariadb:// is the same URL.
     let via = Via {
@@ -140,10 +147,18 @@ fn text_column_takes_utf8_and_refuses_invalid_utf8() {
         &format!("INSERT INTO {t}_text (recipient, body) VALUES ($1, $message)"),
         "",
     );
-    let good = "Subject: caf\u{e9} \u{2713}\n\nzo\u{eb} \u{1f642} \u{4e2d}\u{6587}\r\n".as_bytes().to_vec();
-    case.run().args(["-l", "alice"]).stdin(good.clone()).expect(0);
+    let good = "Subject: caf\u{e9} \u{2713}\n\nzo\u{eb} \u{1f642} \u{4e2d}\u{6587}\r\n"
+        .as_bytes()
+        .to_vec();
+    case.run()
+        .args(["-l", "alice"])
+        .stdin(good.clone())
+        .expect(0);
     for (mailer, invalid) in [
-        ("sendmail", b"Subject: bad\n\n\xff\xfe latin-1 caf\xe9\n".to_vec()),
+        (
+            "sendmail",
+            b"Subject: bad\n\n\xff\xfe latin-1 caf\xe9\n".to_vec(),
+        ),
         ("qmail", b"Subject: cut\n\n\xe2\x82".to_vec()),
     ] {
         let out = case
@@ -179,11 +194,17 @@ fn lock_wait_past_the_statement_timeout_defers() {
     let mut holder = stores::mysql::connect(store.url()).unwrap();
     holder.query_drop("START TRANSACTION").unwrap();
     holder
-        .query_drop(format!("INSERT INTO {t}_mail (id, recipient, body) VALUES (1000, 'holder', '')"))
+        .query_drop(format!(
+            "INSERT INTO {t}_mail (id, recipient, body) VALUES (1000, 'holder', '')"
+        ))
         .unwrap();
     for mailer in ["sendmail", "qmail"] {
         let start = Instant::now();
-        let out = case.run().mailer(mailer).args(["-l", "alice"]).expect(status_for(mailer, 75));
+        let out = case
+            .run()
+            .mailer(mailer)
+            .args(["-l", "alice"])
+            .expect(status_for(mailer, 75));
         let took = start.elapsed();
         assert!(
             took >= Duration::from_millis(900) && took < Duration::from_secs(5),
@@ -211,7 +232,11 @@ fn slow_statement_past_the_statement_timeout_defers() {
     );
     let start = Instant::now();
     let out = case.run().args(["-l", "alice"]).expect(75);
-    assert!(start.elapsed() < Duration::from_secs(3), "{:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        start.elapsed()
+    );
     assert!(text(&out.stderr).contains("1969"), "{}", text(&out.stderr));
     assert_eq!(case.count(), 0);
 }
@@ -259,11 +284,95 @@ fn closed_port_defers() {
     };
     let case = Case::new(&via);
     for mailer in ["sendmail", "qmail"] {
-        let out = case.run().mailer(mailer).args(["-l", "alice"]).expect(status_for(mailer, 75));
+        let out = case
+            .run()
+            .mailer(mailer)
+            .args(["-l", "alice"])
+            .expect(status_for(mailer, 75));
         let err = text(&out.stderr);
         assert!(err.contains("DB_Connect"), "{err}");
         assert!(!err.contains(&userinfo), "{err}");
     }
+}
+
+/// A server that accepts the connection but never greets: ConnectTimeout bounds the wait.
+#[test]
+fn silent_server_is_bounded_by_the_connect_timeout() {
+    // Listening but never accepting: the kernel completes the TCP handshake, nobody speaks.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("virt_mail.ini");
+    std::fs::write(
+        &config,
+        format!(
+            "[Options]\nDSN = mysql://u:pw@127.0.0.1:{port}/db\nConnectTimeout = 1\n\
+             Deliver = INSERT INTO mail (body) VALUES ($message)\n"
+        ),
+    )
+    .unwrap();
+    mode(&config, 0o600);
+    for mailer in ["sendmail", "qmail"] {
+        let start = Instant::now();
+        let mut run = Run::new();
+        run.arg("-c").arg(&config);
+        let out = run
+            .mailer(mailer)
+            .args(["-l", "alice"])
+            .expect(status_for(mailer, 75));
+        let took = start.elapsed();
+        assert!(
+            took >= Duration::from_millis(900) && took < Duration::from_secs(4),
+            "{took:?}"
+        );
+        let err = text(&out.stderr);
+        assert!(
+            err.contains("DB_Connect") && err.contains("no answer"),
+            "{err}"
+        );
+    }
+    drop(listener);
+}
+
+/// A message bigger than the server's max_allowed_packet: the server drops the connection;
+/// deferred (the administrator raises the limit or sets MaxMessageSize), with a hint.
+#[test]
+fn message_over_max_allowed_packet_is_refused_with_a_hint() {
+    let Some(store) = server() else { return };
+    let limit = store.query("SELECT @@max_allowed_packet");
+    let limit: usize = text_cell(&limit[0][0]).parse().unwrap();
+    if limit > 64 << 20 {
+        eprintln!("skipping: max_allowed_packet is {limit}");
+        return;
+    }
+    let case = Case::new(&store);
+    let body: Vec<u8> = (0..limit + (1 << 20)).map(|i| (i % 251) as u8).collect();
+    for mailer in ["sendmail", "qmail"] {
+        // The server refuses the long parameter with error 1105: this store cannot hold the
+        // message, every time (set MaxMessageSize below max_allowed_packet). A server that
+        // drops the connection instead is indistinguishable from a crash and defers (75).
+        let out = case
+            .run()
+            .mailer(mailer)
+            .args(["-l", "alice"])
+            .stdin(body.clone())
+            .output();
+        let err = text(&out.stderr);
+        let code = out.status.code();
+        assert!(
+            code == Some(status_for(mailer, 70)) || code == Some(status_for(mailer, 75)),
+            "{code:?}: {err}"
+        );
+        assert!(err.contains("max_allowed_packet"), "{err}");
+    }
+    assert_eq!(case.count(), 0);
+    // Just under the limit (minus the packet's own overhead) is stored whole.
+    let body = body[..limit - 4096].to_vec();
+    case.run()
+        .args(["-l", "alice"])
+        .stdin(body.clone())
+        .expect(0);
+    assert_eq!(case.mails()[0].body, body);
 }
 
 /// A DSN asking for TLS in a build without it: refused before connecting, never clear text.
@@ -295,19 +404,20 @@ fn typed_verify_columns_arrive_as_text() {
     store.exec(&format!(
         "CREATE TABLE {t}_typed (name VARCHAR(700) PRIMARY KEY, quota INT, big BIGINT UNSIGNED, \
          price DECIMAL(10,2), since DATETIME, stamp DATETIME(6), day DATE, dur TIME, \
-         ratio DOUBLE, nothing INT NULL, bin VARBINARY(8))"
+         ratio DOUBLE, tiny DOUBLE, huge DOUBLE, f FLOAT, yr YEAR, nothing INT NULL, \
+         bin VARBINARY(8))"
     ));
     store.exec(&format!(
         "INSERT INTO {t}_typed VALUES ('alice', -7, 18446744073709551615, 12.50, \
          '2024-02-29 13:05:09', '2024-02-29 13:05:09.123456', '2024-02-29', '-26:03:04', \
-         2.5, NULL, X'6100FF')"
+         2.5, 1.5e-7, 1e20, 3.14159265, 2024, NULL, X'6100FF')"
     ));
-    let columns = "quota, big, price, since, stamp, day, dur, ratio, nothing";
+    let columns = "quota, big, price, since, stamp, day, dur, ratio, tiny, huge, f, yr, nothing";
     case.configure_statements(
         &format!("SELECT {columns}, bin FROM {t}_typed WHERE name = '$local'"),
         &format!(
             "INSERT INTO {t}_mail (recipient, folder, body) \
-             VALUES ('$local', '$1|$2|$3|$4|$5|$6|$7|$8|[$9]', $10)"
+             VALUES ('$local', '$1|$2|$3|$4|$5|$6|$7|$8|$9|$10|$11|$12|[$13]', $14)"
         ),
         "",
     );
@@ -321,12 +431,15 @@ fn typed_verify_columns_arrive_as_text() {
     assert_eq!(
         want,
         "-7|18446744073709551615|12.50|2024-02-29 13:05:09|2024-02-29 13:05:09.123456|\
-         2024-02-29|-26:03:04|2.5|[]"
+         2024-02-29|-26:03:04|2.5|0.00000015|1e20|3.14159|2024|[]"
     );
     let mails = case.mails();
     assert_eq!(mails.len(), 1);
     assert_eq!(mails[0].folder.as_deref(), Some(want.as_str()));
-    assert_eq!(mails[0].body, b"a\x00\xff", "a VARBINARY column stays bytes");
+    assert_eq!(
+        mails[0].body, b"a\x00\xff",
+        "a VARBINARY column stays bytes"
+    );
 }
 
 /// 200 deliveries from 4 parallel pipes: every one stored once, every run 0.
@@ -355,7 +468,18 @@ fn two_hundred_parallel_deliveries() {
     senders.dedup();
     assert_eq!(senders.len(), 200, "each delivery stored once");
     for m in &mails {
-        let n = m.sender.as_deref().unwrap().trim_start_matches('s').split('@').next().unwrap().to_string();
-        assert_eq!(m.body, format!("Subject: {n}\n\nmessage {n}\n").into_bytes());
+        let n = m
+            .sender
+            .as_deref()
+            .unwrap()
+            .trim_start_matches('s')
+            .split('@')
+            .next()
+            .unwrap()
+            .to_string();
+        assert_eq!(
+            m.body,
+            format!("Subject: {n}\n\nmessage {n}\n").into_bytes()
+        );
     }
 }

@@ -80,7 +80,9 @@ pub fn require<S>(name: &str, found: Result<S, String>) -> Option<S> {
             panic!("{name}: no server ({why}); CI must run scripts/servers.sh start first")
         }
         Err(why) => {
-            eprintln!("skipping {name}: {why} (run scripts/servers.sh start and source its env.sh)");
+            eprintln!(
+                "skipping {name}: {why} (run scripts/servers.sh start and source its env.sh)"
+            );
             None
         }
     }

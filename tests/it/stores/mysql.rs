@@ -26,11 +26,27 @@ impl Mysql {
     pub fn url(&self) -> &str {
         &self.url
     }
+
+    /// Runs `f` on the test's connection; after a failure (the fault tests stop and kill the
+    /// server) it reconnects and tries once more.
+    fn with_conn<T>(&self, f: impl Fn(&mut mysql::Conn) -> mysql::Result<T>) -> mysql::Result<T> {
+        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        match f(&mut conn) {
+            Ok(v) => Ok(v),
+            Err(first) => match connect(&self.url) {
+                Ok(fresh) => {
+                    *conn = fresh;
+                    f(&mut conn)
+                }
+                Err(_) => Err(first),
+            },
+        }
+    }
 }
 
 /// A connection of the test's own (no socket detour, no TLS).
 pub fn connect(url: &str) -> Result<mysql::Conn, String> {
-    let opts = mysql::Opts::from_url(url).map_err(|e| format!("{url}: {e}"))?;
+    let opts = mysql::Opts::from_url(url).map_err(|e| format!("VIRT_MAIL_TEST_MYSQL_URL: {e}"))?;
     let opts = mysql::OptsBuilder::from_opts(opts)
         .prefer_socket(false)
         .tcp_connect_timeout(Some(std::time::Duration::from_secs(5)));
@@ -56,13 +72,14 @@ impl Store for Mysql {
     }
 
     fn exec(&self, sql: &str) {
-        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        conn.query_drop(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+        self.with_conn(|c| c.query_drop(sql))
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
     }
 
     fn query(&self, sql: &str) -> Vec<Vec<Cell>> {
-        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        let rows: Vec<mysql::Row> = conn.query(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+        let rows: Vec<mysql::Row> = self
+            .with_conn(|c| c.query(sql))
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
         rows.into_iter()
             .map(|row| row.unwrap().into_iter().map(cell).collect())
             .collect()
