@@ -259,6 +259,7 @@ pg_init() {
 # written by scripts/servers.sh
 # TYPE  DATABASE USER      ADDRESS        METHOD
 local   all      postgres                 peer
+local   mail     root                     peer
 local   all      all                      scram-sha-256
 host    all      all       127.0.0.1/32   scram-sha-256
 host    all      all       ::1/128        scram-sha-256
@@ -289,6 +290,13 @@ ALTER ROLE $DB_USER LOGIN CREATEDB PASSWORD '$DB_PASS';
 SELECT 'CREATE DATABASE $DB_NAME OWNER $DB_USER' WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = '$DB_NAME') \gexec
 ALTER DATABASE $DB_NAME OWNER TO $DB_USER;
 EOF
+  # root (who runs the tests) logs in over the socket by peer authentication, as a delivery
+  # user would in production; as a member of virt it sees virt's tables.
+  if ! grep -q '^local   mail     root' "$(PG_DIR)/data/pg_hba.conf"; then
+    sed -i 's/^local   all      all /local   mail     root                     peer\n&/' "$(PG_DIR)/data/pg_hba.conf"
+    pg_psql_admin <<<'SELECT pg_reload_conf();' >/dev/null
+  fi
+  pg_psql_admin <<<"SELECT 'CREATE ROLE root LOGIN IN ROLE $DB_USER' WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'root') \gexec"
   "$PG_BIN/psql" -X -q -At "postgresql://$DB_USER:$DB_PASS@127.0.0.1:$VM_PG_PORT/$DB_NAME" -c 'select 1' >/dev/null \
     || die "pg: $DB_USER cannot log in over TCP"
   PGPASSWORD=$DB_PASS "$PG_BIN/psql" -X -q -At -h "$(PG_DIR)" -p "$VM_PG_PORT" -U "$DB_USER" -d "$DB_NAME" -c 'select 1' >/dev/null \
@@ -299,6 +307,7 @@ pg_env() {
 export VIRT_MAIL_TEST_PG_URL=postgres://$DB_USER:$DB_PASS@127.0.0.1:$VM_PG_PORT/$DB_NAME
 export VIRT_MAIL_TEST_PG_SOCKET_DIR=$(PG_DIR)
 export VIRT_MAIL_TEST_PG_PORT=$VM_PG_PORT
+export VIRT_MAIL_TEST_PG_PEER_URL="postgresql://root@/$DB_NAME?host=$(PG_DIR)&port=$VM_PG_PORT"
 EOF
 }
 

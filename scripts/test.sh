@@ -17,7 +17,7 @@ started=$(date +%s)
 
 if [[ ${SKIP_SERVERS:-} == 1 ]]; then
     export CI=false
-    features=(--features sqlite)
+    features=(--no-default-features --features sqlite)
 else
     step "install and start the database servers"
     scripts/servers.sh install

@@ -423,6 +423,17 @@ fn virtuoso_driver() -> Option<String> {
 /// leading `call`). PostgreSQL gets `{call …}`: see the module comment.
 fn call_escape(sql: &str, dbms: Dbms) -> String {
     let mut body = sql.trim().trim_end_matches(';').trim_end();
+    // Already written as an escape (`{?=call f(?)}`, `{call f(?)}`): take the call out of it.
+    if let Some(inner) = body.strip_prefix('{').and_then(|b| b.strip_suffix('}')) {
+        body = inner.trim();
+        if let Some(rest) = body.strip_prefix('?') {
+            body = rest
+                .trim_start()
+                .strip_prefix('=')
+                .unwrap_or(rest)
+                .trim_start();
+        }
+    }
     if body
         .get(..5)
         .is_some_and(|w| w.eq_ignore_ascii_case("call "))
@@ -1453,6 +1464,16 @@ mod tests {
             "{?=call f(?, ?)}"
         );
         assert_eq!(call_escape("f(?)", Dbms::PostgreSql), "{call f(?)}");
+        // Written as an escape already, as SPEC's examples do: not wrapped twice.
+        assert_eq!(
+            call_escape("{?=call f(?)}", Dbms::Virtuoso),
+            "{?=call f(?)}"
+        );
+        assert_eq!(
+            call_escape("{ ? = call f(?) };", Dbms::Other),
+            "{?=call f(?)}"
+        );
+        assert_eq!(call_escape("{call f(?)}", Dbms::PostgreSql), "{call f(?)}");
     }
 
     #[test]

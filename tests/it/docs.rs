@@ -75,3 +75,112 @@ fn the_default_ini_and_the_sqlite_example_deliver_as_documented() {
         assert!(stored.iter().all(|r| r.2 == message));
     }
 }
+
+/// Delivers with an example config whose DSN was replaced, and reads the stored bodies back.
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+fn deliver_with_example(example: &str, dsn_line: &str, dsn: &str) -> (tempfile::TempDir, Vec<u8>) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("virt_mail.ini");
+    let text = example.replace(dsn_line, &format!("DSN = {dsn}"));
+    assert!(
+        text.contains(&format!("DSN = {dsn}")),
+        "the example's DSN line moved"
+    );
+    std::fs::write(&config, text).unwrap();
+    mode(&config, 0o600);
+    let message =
+        std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/message.eml")).unwrap();
+    let mut run = Run::new();
+    run.arg("-c")
+        .arg(&config)
+        .args(["-l", "alice", "-h", "example.com", "-s", "bob@example.org"]);
+    run.stdin(message.clone()).expect(0);
+    let mut run = Run::new();
+    run.arg("-c")
+        .arg(&config)
+        .args(["-l", "nobody", "-h", "example.com"]);
+    run.expect(67);
+    (dir, message)
+}
+
+#[cfg(feature = "postgres")]
+#[test]
+fn the_postgres_example_delivers_as_documented() {
+    use crate::stores;
+    let Some(store) = stores::require("postgres", stores::postgres::Postgres::from_env()) else {
+        return;
+    };
+    let mut client = store.client();
+    let schema = stores::unique_prefix();
+    client
+        .batch_execute(&format!(
+            "CREATE SCHEMA {schema}; SET search_path TO {schema};\n{}\n\
+             INSERT INTO mailbox (local, domain) VALUES ('alice', 'example.com');",
+            include_str!("../../examples/postgres/schema.sql")
+        ))
+        .unwrap();
+    let url = std::env::var("VIRT_MAIL_TEST_PG_URL").unwrap();
+    let dsn = format!("{url}?options=-c%20search_path%3D{schema}");
+    let (_dir, message) = deliver_with_example(
+        include_str!("../../examples/postgres/virt_mail.ini"),
+        "DSN = postgresql://vmail:secret@127.0.0.1:5432/mail",
+        &dsn,
+    );
+    let rows = client
+        .query(
+            &format!("SELECT folder, sender, body FROM {schema}.message"),
+            &[],
+        )
+        .unwrap();
+    client
+        .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].get::<_, String>(0), "Inbox");
+    assert_eq!(rows[0].get::<_, String>(1), "bob@example.org");
+    assert_eq!(rows[0].get::<_, Vec<u8>>(2), message);
+}
+
+#[cfg(feature = "mysql")]
+#[test]
+fn the_mysql_example_delivers_as_documented() {
+    use mysql::prelude::Queryable;
+
+    use crate::stores;
+    let Some(store) = stores::require("mariadb", stores::mysql::Mysql::from_env()) else {
+        return;
+    };
+    let url = store.url().to_string();
+    let mut admin = stores::mysql::connect(&url).unwrap();
+    let db = format!("mail_{}", stores::unique_prefix());
+    admin.query_drop(format!("CREATE DATABASE {db}")).unwrap();
+    let db_url = format!("{}/{db}", &url[..url.rfind('/').unwrap()]);
+    let mut conn = stores::mysql::connect(&db_url).unwrap();
+    for statement in include_str!("../../examples/mysql/schema.sql")
+        .split(';')
+        .map(|s| {
+            s.lines()
+                .filter(|l| !l.trim_start().starts_with("--"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+        .filter(|s| !s.trim().is_empty())
+    {
+        conn.query_drop(statement).unwrap();
+    }
+    conn.query_drop("INSERT INTO mailbox (local, domain) VALUES ('alice', 'example.com')")
+        .unwrap();
+    let (_dir, message) = deliver_with_example(
+        include_str!("../../examples/mysql/virt_mail.ini"),
+        "DSN = mysql://vmail:secret@127.0.0.1:3306/mail",
+        &db_url,
+    );
+    let rows: Vec<(String, String, Vec<u8>)> = conn
+        .query("SELECT folder, sender, body FROM message")
+        .unwrap();
+    admin.query_drop(format!("DROP DATABASE {db}")).unwrap();
+    assert_eq!(
+        rows,
+        vec![("Inbox".to_string(), "bob@example.org".to_string(), message)]
+    );
+}

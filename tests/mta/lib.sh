@@ -179,12 +179,15 @@ make_message() {
     } >"$f"
 }
 
-# send PORT FROM TO FILE [swaks options...]: inject FILE over SMTP; swaks output in FILE.swaks
+# send PORT FROM TO FILE [swaks options...]: inject FILE over SMTP; swaks output in
+# FILE.swaks. swaks sends CRLF "." CRLF after the data, so the data it gets is FILE without
+# its last newline: the message on the wire is then exactly FILE.
 send() {
     local port=$1 from=$2 to=$3 file=$4
     shift 4
+    head -c -1 "$file" >"$file.wire"
     swaks --server 127.0.0.1 --port "$port" --helo mta-test.invalid --from "$from" --to "$to" \
-        --data @"$file" --timeout 30 "$@" >"$file.swaks" 2>&1
+        --data @"$file.wire" --timeout 30 "$@" >"$file.swaks" 2>&1
 }
 
 # ---------------------------------------------------------------------------------------
@@ -237,6 +240,7 @@ HOSTILE_SENDERS=(
     "a'b;c@example.org"
     '`touch${IFS}/tmp/PWNED`@example.org'
     '"a b;touch /tmp/PWNED;"@example.org'
+    '"x$(touch${IFS}/tmp/PWNED)"@example.org'
 )
 
 # substitute FILE SED-EXPRESSIONS...: print an example with paths/ports replaced

@@ -19,6 +19,7 @@ getent passwd postfix >/dev/null ||
     useradd --system --home-dir /nonexistent --no-create-home --shell /usr/sbin/nologin postfix
 
 rm -rf "$D" && mkdir -p "$D/etc" "$D/spool" "$D/data"
+chown postfix "$D/data" && chmod 700 "$D/data"
 STORE_DB=$D/store/db/mail.db
 new_store "$D/store" mail
 make_sink "$D/sink" nobody
@@ -116,8 +117,11 @@ fi
 pass "0 start" "postfix -c $D/etc, 127.0.0.1:$PORT"
 
 queue_empty() { postqueue_ -p 2>/dev/null | grep -q '^Mail queue is empty'; }
-queue_has() { postqueue_ -p 2>/dev/null | grep -qF "$1"; }
+queue_listing() { postqueue_ -p 2>&1 | head -20 | tr '\n' ' '; }
+# postqueue -j: one JSON object per queued message
+is_deferred() { postqueue_ -j 2>/dev/null | grep -F '"queue_name": "deferred"' | grep -qF "\"address\": \"$1\""; }
 flush() { postqueue_ -f >/dev/null 2>&1; }
+HEADERS=(Received Return-Path Delivered-To)
 
 # shellcheck source=tests/mta/cases.sh
 source "$(dirname "$0")/cases.sh"
