@@ -100,10 +100,18 @@ fn sqlite_setup(dir: &Path) -> PathBuf {
 }
 
 /// The statements every server row uses (the bench tables are created fresh per run).
+#[cfg_attr(
+    not(any(feature = "postgres", feature = "mysql", feature = "odbc")),
+    allow(dead_code)
+)]
 const SERVER_OPTIONS: &str = "Verify = SELECT id FROM bench_mailbox WHERE local = '$local'
 Deliver = INSERT INTO bench_message (mailbox_id, sender, body) VALUES ($1, '$sender', $message)
 ";
 
+#[cfg_attr(
+    not(any(feature = "postgres", feature = "mysql", feature = "odbc")),
+    allow(dead_code)
+)]
 fn write_config(dir: &Path, name: &str, text: &str) -> String {
     let path = dir.join(format!("{name}.ini"));
     std::fs::write(&path, text).unwrap();
@@ -111,6 +119,10 @@ fn write_config(dir: &Path, name: &str, text: &str) -> String {
     path.display().to_string()
 }
 
+#[cfg_attr(
+    not(any(feature = "postgres", feature = "mysql", feature = "odbc")),
+    allow(dead_code)
+)]
 fn env(name: &str) -> Option<String> {
     std::env::var(name).ok()
 }
