@@ -5,22 +5,24 @@
 use libfuzzer_sys::fuzz_target;
 use virt_mail::macros::{Macros, Placeholder, Template, Value, expand_text};
 
-const LOCAL: &str = "QQlocal'--QQ";
-const SENDER: &str = "QQ$sender\"QQ";
-const COLUMN: &str = "QQcol$1QQ";
+// Values carry U+0001, which the fuzzed template may not contain: any U+0001 in the SQL
+// text came from a value.
+const LOCAL: &str = "\u{1}local'--\u{1}";
+const SENDER: &str = "\u{1}$sender\"\u{1}";
+const COLUMN: &str = "\u{1}col$1\u{1}";
 
 fuzz_target!(|data: &[u8]| {
     let Ok(sql) = std::str::from_utf8(data) else {
         return;
     };
-    if sql.contains("QQ") {
-        return; // the markers must come only from the values
+    if sql.contains('\u{1}') {
+        return;
     }
     let columns = [Value::Text(COLUMN.into())];
-    let body = b"QQbody\0QQ";
+    let body = b"\x01body\0\x01";
     let macros = Macros {
         local: LOCAL,
-        domain: "QQdomainQQ",
+        domain: "\u{1}domain\u{1}",
         sender: SENDER,
         message: Some(body),
         columns: &columns,
@@ -32,7 +34,7 @@ fuzz_target!(|data: &[u8]| {
     for style in [Placeholder::Question, Placeholder::Numbered] {
         let bound = template.bind(&macros, style);
         assert!(
-            !bound.sql.contains("QQ"),
+            !bound.sql.contains('\u{1}'),
             "a value leaked into SQL: {:?}",
             bound.sql
         );
