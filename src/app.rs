@@ -8,14 +8,15 @@ use std::path::Path;
 
 use crate::args::Args;
 use crate::backend::{self, Backend, Limits, Row};
-use crate::config::{Config, Statement};
-use crate::envelope::Envelope;
+use crate::config::{Config, Delivery, FallbackAction, Statement};
+use crate::envelope::{self, Envelope};
 use crate::error::{Bounce, Error};
 use crate::exit::ExitCode;
 use crate::fallback::{self, Input, Outcome};
+use crate::headers::Headers;
 use crate::macros::{Macros, Placeholder, Value, expand_text};
-use crate::message;
-use crate::{debug, report, signals};
+use crate::message::{self, Message};
+use crate::{debug, maildir, quota, report, signals};
 
 /// Runs the delivery and reports its failure, if any. Returns the internal (sysexits) code.
 pub fn run(args: &Args, config_path: &Path) -> ExitCode {
@@ -72,38 +73,34 @@ fn deliver(
 
     apply_environment(&config.environment)?;
     export_flags(args);
-    let var = std::env::var_os;
-    let (local, host, sender) = (var("LOCAL"), var("HOST"), var("SENDER"));
-    let found = Envelope::new(
-        local.as_deref(),
-        host.as_deref(),
-        sender.as_deref(),
-        args.host.is_none(),
-        config.remove_prefix.as_deref(),
-    );
-    let envelope = match found {
-        Ok(envelope) => envelope_slot.insert(envelope),
-        Err(error) => {
-            // The bounce text may still name the recipient, made printable.
-            let split_host = args.host.is_some().then_some(host.as_deref()).flatten();
-            *envelope_slot = Some(Envelope::printable(
-                local.as_deref(),
-                split_host,
-                sender.as_deref(),
-            ));
-            return Err(error);
-        }
-    };
+    let envelope = resolve_envelope(args, config, envelope_slot)?;
+    let ext = envelope::printable(std::env::var_os("EXT").as_deref());
     debug!(
         "recipient local={:?} domain={:?} sender={:?}",
         envelope.local, envelope.domain, envelope.sender
     );
-    let envelope = &*envelope;
-    let mut macros = envelope_macros(envelope);
+
+    // Header macros in Verify or the Fallback: the message is needed before Verify.
+    let early = config.needs_message_before_verify();
+    let mut message = if early {
+        Some(read_message(args, config)?)
+    } else {
+        None
+    };
+    let early_headers = message.as_ref().map(|m| Headers::parse(m.bytes()));
+    let before = Macros {
+        local: &envelope.local,
+        domain: &envelope.domain,
+        sender: &envelope.sender,
+        recipient: &envelope.recipient,
+        ext: &ext,
+        headers: early_headers.as_ref(),
+        ..Macros::default()
+    };
 
     if envelope.local.is_empty() {
         debug!("the local part is empty once RemovePrefix is removed");
-        return unknown_recipient(config, envelope, &macros);
+        return unknown_recipient(args, config, envelope, &before, message);
     }
     // Test hook (debug builds only): proves a panic defers instead of exiting 101.
     #[cfg(debug_assertions)]
@@ -114,11 +111,122 @@ fn deliver(
         connect: config.timeouts.connect,
         statement: config.timeouts.statement,
     };
-    let Some((mut db, columns)) = connect_and_verify(config, &macros, limits)? else {
-        return unknown_recipient(config, envelope, &macros);
+    let Some((mut db, columns)) = connect_and_verify(config, &before, limits)? else {
+        return unknown_recipient(args, config, envelope, &before, message);
     };
-    macros.columns = &columns;
 
+    let message = match message.take() {
+        Some(message) => message,
+        None => read_message(args, config)?,
+    };
+    let late_headers = (early_headers.is_none() && config.uses_header_macros())
+        .then(|| Headers::parse(message.bytes()));
+    let macros = Macros {
+        columns: &columns,
+        headers: early_headers.as_ref().or(late_headers.as_ref()),
+        ..before
+    };
+
+    if let Some(statement) = &config.duplicate {
+        let db = connected(&mut db)?;
+        trace("Duplicate", statement, &macros);
+        let row = db
+            .run(statement, &macros)
+            .map_err(|e| e.in_statement("Duplicate"))?;
+        if row.is_some() {
+            report::warn(&format!(
+                "{}: already stored (Duplicate found it); not stored again",
+                envelope.recipient
+            ));
+            return Ok(ExitCode::Ok);
+        }
+    }
+    let maildir = match &config.deliver {
+        Delivery::Maildir(target) => Some(target.resolve(&macros)?),
+        Delivery::Sql(_) => None,
+    };
+    if let Some(statement) = &config.quota {
+        let db = connected(&mut db)?;
+        trace("Quota", statement, &macros);
+        let row = db
+            .run(statement, &macros)
+            .map_err(|e| e.in_statement("Quota"))?;
+        quota::check(
+            row.as_ref(),
+            message.bytes().len(),
+            maildir.as_ref().map(|m| m.root.as_path()),
+            config.quota_full_tempfail,
+        )?;
+    }
+    if let Some(path) = &config.mail_debug {
+        if let Err(e) = message::append_debug_copy(path, message.bytes()) {
+            report::warn(&format!("MailDebug {}: {e}", path.display()));
+        }
+    }
+    if nix::unistd::getppid() != parent {
+        // Whoever handed us the message is gone and will not see our status: storing now
+        // could keep a truncated copy, and the MTA would deliver again anyway.
+        return Err(Error::Abandoned);
+    }
+
+    match (&config.deliver, maildir) {
+        (Delivery::Sql(statement), _) => {
+            let deliver_macros = Macros {
+                message: Some(message.bytes()),
+                ..macros
+            };
+            store(
+                connected(&mut db)?,
+                statement,
+                &deliver_macros,
+                &envelope.recipient,
+            )?;
+        }
+        (Delivery::Maildir(_), Some(target)) => store_in_maildir(&target, &message)?,
+        (Delivery::Maildir(target), None) => {
+            return Err(Error::MaildirConfig(format!(
+                "{} not resolved",
+                target.describe()
+            )));
+        }
+    }
+    signals::test_kill_point("committed");
+    debug!("delivered to {}", envelope.recipient);
+    Ok(ExitCode::Ok)
+}
+
+/// The envelope from flags and environment, kept in `slot`; when it is refused, `slot` gets
+/// a printable stand-in for the bounce text.
+pub(crate) fn resolve_envelope<'s>(
+    args: &Args,
+    config: &Config,
+    slot: &'s mut Option<Envelope>,
+) -> Result<&'s Envelope, Error> {
+    let var = std::env::var_os;
+    let (local, host, sender) = (var("LOCAL"), var("HOST"), var("SENDER"));
+    let found = Envelope::new(
+        local.as_deref(),
+        host.as_deref(),
+        sender.as_deref(),
+        args.host.is_none(),
+        config.remove_prefix.as_deref(),
+    );
+    match found {
+        Ok(envelope) => Ok(slot.insert(envelope)),
+        Err(error) => {
+            let split_host = args.host.is_some().then_some(host.as_deref()).flatten();
+            *slot = Some(Envelope::printable(
+                local.as_deref(),
+                split_host,
+                sender.as_deref(),
+            ));
+            Err(error)
+        }
+    }
+}
+
+/// Header lines (qmail/courier) and standard input, within the limits.
+fn read_message(args: &Args, config: &Config) -> Result<Message, Error> {
     let header = message::header_lines(args.mailer, config.unix_from_line, |name: &str| {
         std::env::var_os(name)
     })?;
@@ -133,26 +241,33 @@ fn deliver(
         message.bytes().len(),
         message.input_len()
     );
-    if let Some(path) = &config.mail_debug {
-        if let Err(e) = message::append_debug_copy(path, message.bytes()) {
-            report::warn(&format!("MailDebug {}: {e}", path.display()));
-        }
-    }
-    if nix::unistd::getppid() != parent {
-        // Whoever handed us the message is gone and will not see our status: storing now
-        // could keep a truncated copy, and the MTA would deliver again anyway.
-        return Err(Error::Abandoned);
-    }
+    Ok(message)
+}
 
-    macros.message = Some(message.bytes());
-    store(db.as_mut(), &config.deliver, &macros, &envelope.recipient)?;
-    debug!("delivered to {}", envelope.recipient);
-    Ok(ExitCode::Ok)
+/// The database connection, which every SQL step needs.
+fn connected(db: &mut Option<Box<dyn Backend>>) -> Result<&mut dyn Backend, Error> {
+    match db {
+        Some(db) => Ok(db.as_mut()),
+        None => Err(Error::MaildirConfig(
+            "an SQL statement runs but no database is connected".into(),
+        )),
+    }
+}
+
+/// Stores the message in a Maildir and counts it in `maildirsize`.
+fn store_in_maildir(target: &maildir::Resolved, message: &Message) -> Result<(), Error> {
+    debug!("Deliver: maildir {}", target.dir.display());
+    let file = maildir::deliver(target, message.bytes())?;
+    debug!("stored as {}", file.display());
+    if let Err(e) = maildir::record(&target.root, message.bytes().len()) {
+        report::warn(&format!("maildirsize in {}: {e}", target.root.display()));
+    }
+    Ok(())
 }
 
 /// `[Environment]` goes into our environment before connecting (ODBC reads `ODBCINI`
 /// from it) and is inherited by the Fallback.
-fn apply_environment(pairs: &[(String, String)]) -> Result<(), Error> {
+pub(crate) fn apply_environment(pairs: &[(String, String)]) -> Result<(), Error> {
     for (name, value) in pairs {
         if name.is_empty() || name.contains(['=', '\0']) || value.contains('\0') {
             return Err(Error::BadEnvironment(format!(
@@ -166,7 +281,7 @@ fn apply_environment(pairs: &[(String, String)]) -> Result<(), Error> {
 }
 
 /// Flags override `LOCAL`/`HOST`/`SENDER` and are exported, so a Fallback sees them too.
-fn export_flags(args: &Args) {
+pub(crate) fn export_flags(args: &Args) {
     let flags: [(&str, &Option<OsString>); 3] = [
         ("LOCAL", &args.local),
         ("HOST", &args.host),
@@ -180,29 +295,45 @@ fn export_flags(args: &Args) {
     }
 }
 
-/// A recipient that Verify found: the connection Deliver will use, and the columns.
-type Verified = (Box<dyn Backend>, Row);
+/// A recipient that Verify found: the connection the later statements use (none when
+/// nothing after Verify is SQL, e.g. a Maildir Deliver), and the columns.
+type Verified = (Option<Box<dyn Backend>>, Row);
 
 /// Connects and runs Verify. `None`: no such recipient (and no connection kept open while a
 /// Fallback runs). Verify may run on its own data source (`VerifyDSN`, e.g. a read
-/// replica); Deliver always goes to `DSN`.
-fn connect_and_verify(
+/// replica); Deliver, Quota and Duplicate always go to `DSN`.
+pub(crate) fn connect_and_verify(
     config: &Config,
     macros: &Macros<'_>,
     limits: Limits,
 ) -> Result<Option<Verified>, Error> {
+    let later = config.sql_after_verify();
+    if config.verify.is_none() && !later {
+        debug!("no Verify and no SQL: every recipient is accepted, no database needed");
+        return Ok(Some((None, Row::new())));
+    }
     let Some(verify_dsn) = &config.verify_dsn else {
         let mut db = backend::connect(&config.dsn, limits)?;
         let found = verify(db.as_mut(), config.verify.as_ref(), macros)?;
-        return Ok(found.map(|columns| (db, columns)));
+        return Ok(found.map(|columns| (later.then_some(db), columns)));
     };
-    debug!("VerifyDSN {}", report::mask_dsn(verify_dsn));
-    let mut replica = backend::connect(verify_dsn, limits)?;
-    let Some(columns) = verify(replica.as_mut(), config.verify.as_ref(), macros)? else {
-        return Ok(None);
+    let columns = match &config.verify {
+        Some(_) => {
+            debug!("VerifyDSN {}", report::mask_dsn(verify_dsn));
+            let mut replica = backend::connect(verify_dsn, limits)?;
+            let Some(columns) = verify(replica.as_mut(), config.verify.as_ref(), macros)? else {
+                return Ok(None);
+            };
+            columns
+        }
+        None => Row::new(),
     };
-    drop(replica);
-    Ok(Some((backend::connect(&config.dsn, limits)?, columns)))
+    let db = if later {
+        Some(backend::connect(&config.dsn, limits)?)
+    } else {
+        None
+    };
+    Ok(Some((db, columns)))
 }
 
 /// Runs Verify. `Some(columns)` when the recipient exists; without Verify everyone does.
@@ -262,19 +393,38 @@ fn store(
 
 /// Step 6: no such recipient. The Fallback decides if there is one; otherwise bounce.
 fn unknown_recipient(
+    args: &Args,
     config: &Config,
     envelope: &Envelope,
     macros: &Macros<'_>,
+    message: Option<Message>,
 ) -> Result<ExitCode, Error> {
-    let Some(command) = &config.fallback else {
-        return Err(Error::UserUnknown(envelope.recipient.clone()));
+    let command = match &config.fallback {
+        None => return Err(Error::UserUnknown(envelope.recipient.clone())),
+        Some(FallbackAction::Maildir(target)) => {
+            // A catch-all mailbox: stored like a Deliver into it.
+            let target = target.resolve(macros)?;
+            let message = match message {
+                Some(message) => message,
+                None => read_message(args, config)?,
+            };
+            store_in_maildir(&target, &message)?;
+            return Ok(ExitCode::Ok);
+        }
+        Some(FallbackAction::Command(command)) => command,
     };
     let prepared = command.prepare(macros);
     debug!("Fallback: {}", fallback::describe(&prepared));
+    // The Fallback reads the message as the MTA gave it: our own standard input, or (when
+    // it was already read for header macros) the same bytes without our header lines.
+    let input = match &message {
+        Some(message) => Input::Bytes(message.input()),
+        None => Input::Inherit,
+    };
     match fallback::run(
         &prepared,
         &envelope.recipient,
-        Input::Inherit,
+        input,
         config.timeouts.fallback,
     )? {
         Outcome::Exited { code, status } => {

@@ -21,7 +21,7 @@ use crate::exit::Mailer;
     disable_help_flag = true,
     disable_version_flag = true,
     args_override_self = true,
-    override_usage = "virt_mail [-c FILE] [-l LOCAL] [-h HOST] [-s SENDER] [-m MAILER] [--debug]",
+    override_usage = "virt_mail [-c FILE] [-l LOCAL] [-h HOST] [-s SENDER] [-m MAILER] [--debug] [--check]",
     after_help = "Exit codes follow sysexits(3) (qmail: 99/100/111). See virt_mail(8)."
 )]
 pub struct Args {
@@ -70,6 +70,11 @@ pub struct Args {
     #[arg(long)]
     pub debug: bool,
 
+    /// Dry run: check the configuration, connect, run Verify for the recipient and show what
+    /// a delivery would do; reads no message, writes nothing
+    #[arg(long)]
+    pub check: bool,
+
     /// Print help and exit
     #[arg(long, action = ArgAction::Help)]
     help: Option<bool>,
@@ -100,7 +105,7 @@ pub enum Stop {
 
 /// Long options, for the `+long` spelling and the usage-error scan.
 const LONG_WITH_VALUE: &[&str] = &["config-file", "local", "host", "sender", "mailer"];
-const LONG_FLAGS: &[&str] = &["debug", "help", "version"];
+const LONG_FLAGS: &[&str] = &["debug", "check", "help", "version"];
 const SHORT_WITH_VALUE: &[u8] = b"clhsm";
 
 /// Parses `argv` (program name first).

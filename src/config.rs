@@ -12,6 +12,7 @@ use crate::error::{Bounce, Error};
 use crate::fallback::FallbackCommand;
 use crate::ini::{self, Ini};
 use crate::macros::Template;
+use crate::maildir::MaildirTarget;
 
 /// A configured statement and, when set, the return value that means success.
 #[derive(Clone, Debug)]
@@ -19,6 +20,24 @@ pub struct Statement {
     pub template: Template,
     /// `VerifyCheckReturn` / `DeliverCheckReturn`: the statement is a procedure call.
     pub check_return: Option<i64>,
+}
+
+/// Where a message is stored.
+#[derive(Clone, Debug)]
+pub enum Delivery {
+    /// An SQL statement (the original's only kind).
+    Sql(Statement),
+    /// `maildir:PATH`.
+    Maildir(MaildirTarget),
+}
+
+/// What happens to a recipient Verify does not find.
+#[derive(Clone, Debug)]
+pub enum FallbackAction {
+    /// A program, run with the message on its standard input.
+    Command(FallbackCommand),
+    /// `maildir:PATH`: stored there (a catch-all mailbox).
+    Maildir(MaildirTarget),
 }
 
 /// The tool's own time limits. Each defers the mail when it fires; the defaults leave a wide
@@ -55,8 +74,14 @@ pub struct Config {
     pub unix_from_line: bool,
     pub mail_debug: Option<PathBuf>,
     pub verify: Option<Statement>,
-    pub deliver: Statement,
-    pub fallback: Option<FallbackCommand>,
+    pub deliver: Delivery,
+    pub fallback: Option<FallbackAction>,
+    /// SQL returning the quota in bytes (column 1) and optionally the usage (column 2).
+    pub quota: Option<Statement>,
+    /// Over quota defers (75) instead of bouncing (Dovecot's `quota_full_tempfail`).
+    pub quota_full_tempfail: bool,
+    /// SQL that finds a copy already stored (a row means "do not store again").
+    pub duplicate: Option<Statement>,
     pub timeouts: Timeouts,
     /// `[Environment]`, first occurrence of each name, not macro-expanded.
     pub environment: Vec<(String, String)>,
@@ -83,6 +108,10 @@ const OPTION_KEYS: &[&str] = &[
     "Deliver",
     "DeliverCheckReturn",
     "Fallback",
+    "Folder",
+    "Quota",
+    "QuotaFullTempfail",
+    "Duplicate",
     "ConnectTimeout",
     "StatementTimeout",
     "ReadTimeout",
@@ -156,14 +185,39 @@ impl Config {
             }))
         };
 
-        let deliver = statement("Deliver", "DeliverCheckReturn")?.ok_or(Error::MissingDeliver {
-            path: path.to_path_buf(),
-        })?;
+        let folder = text("Folder");
+        let maildir =
+            |key: &str, value: &str, line: usize| -> Result<Option<MaildirTarget>, Error> {
+                let Some(rest) = strip_prefix_ignore_case(value, "maildir:") else {
+                    return Ok(None);
+                };
+                MaildirTarget::parse(rest, folder.as_deref())
+                    .map(Some)
+                    .map_err(|reason| invalid(line, format!("{key}: {reason}")))
+            };
+        let deliver = match option("Deliver") {
+            Some((value, line)) => match maildir("Deliver", value, line)? {
+                Some(target) => Delivery::Maildir(target),
+                None => Delivery::Sql(statement("Deliver", "DeliverCheckReturn")?.ok_or(
+                    Error::MissingDeliver {
+                        path: path.to_path_buf(),
+                    },
+                )?),
+            },
+            None => {
+                return Err(Error::MissingDeliver {
+                    path: path.to_path_buf(),
+                });
+            }
+        };
         let fallback = match option("Fallback") {
-            Some((command, line)) => Some(
-                FallbackCommand::parse(command)
-                    .map_err(|reason| invalid(line, format!("Fallback: {reason}")))?,
-            ),
+            Some((value, line)) => Some(match maildir("Fallback", value, line)? {
+                Some(target) => FallbackAction::Maildir(target),
+                None => FallbackAction::Command(
+                    FallbackCommand::parse(value)
+                        .map_err(|reason| invalid(line, format!("Fallback: {reason}")))?,
+                ),
+            }),
             None => None,
         };
         let remove_prefix = ini
@@ -212,6 +266,9 @@ impl Config {
             verify: statement("Verify", "VerifyCheckReturn")?,
             deliver,
             fallback,
+            quota: statement("Quota", "")?,
+            quota_full_tempfail: number("QuotaFullTempfail").unwrap_or(0) != 0,
+            duplicate: statement("Duplicate", "")?,
             timeouts: Timeouts {
                 connect: seconds("ConnectTimeout", defaults.connect),
                 statement: seconds("StatementTimeout", defaults.statement),
@@ -232,6 +289,44 @@ impl Config {
             .map(|(_, v)| v.as_str())
     }
 
+    /// Whether an SQL statement runs after Verify (Deliver, Quota, Duplicate), so the
+    /// connection must stay open.
+    pub fn sql_after_verify(&self) -> bool {
+        matches!(self.deliver, Delivery::Sql(_)) || self.quota.is_some() || self.duplicate.is_some()
+    }
+
+    /// Whether anything uses a header macro (`$subject` …), so the headers must be parsed.
+    pub fn uses_header_macros(&self) -> bool {
+        let sql = [self.quota.as_ref(), self.duplicate.as_ref()]
+            .into_iter()
+            .flatten()
+            .chain(match &self.deliver {
+                Delivery::Sql(s) => Some(s),
+                Delivery::Maildir(_) => None,
+            })
+            .any(|s| uses_headers(|n| s.template.uses(n)));
+        let maildir = match &self.deliver {
+            Delivery::Maildir(t) => uses_headers(|n| t.uses(n)),
+            Delivery::Sql(_) => false,
+        };
+        sql || maildir || self.needs_message_before_verify()
+    }
+
+    /// Whether Verify or the Fallback use a header macro: then the message is read before
+    /// Verify instead of after it.
+    pub fn needs_message_before_verify(&self) -> bool {
+        let verify = self
+            .verify
+            .as_ref()
+            .is_some_and(|s| uses_headers(|n| s.template.uses(n)));
+        let fallback = match &self.fallback {
+            Some(FallbackAction::Command(c)) => uses_headers(|n| c.uses(n)),
+            Some(FallbackAction::Maildir(t)) => uses_headers(|n| t.uses(n)),
+            None => false,
+        };
+        verify || fallback
+    }
+
     /// The passwords this configuration holds, so that no output can ever show them.
     pub fn secrets(&self) -> Vec<String> {
         let mut secrets = crate::report::dsn_secrets(&self.dsn);
@@ -240,6 +335,16 @@ impl Config {
         }
         secrets
     }
+}
+
+fn uses_headers(uses: impl Fn(&str) -> bool) -> bool {
+    crate::headers::NAMES.iter().any(|name| uses(name))
+}
+
+fn strip_prefix_ignore_case<'a>(value: &'a str, prefix: &str) -> Option<&'a str> {
+    let head = value.get(..prefix.len())?;
+    head.eq_ignore_ascii_case(prefix)
+        .then(|| &value[prefix.len()..])
 }
 
 /// The original's connect string when no `DSN` is given: Virtuoso on HOST:PORT.
@@ -322,6 +427,24 @@ mod tests {
     }
 
     #[test]
+    fn maildir_targets_quota_and_duplicate() {
+        let c = config(
+            "[Options]\nDeliver = Maildir:$1/Maildir\nFolder = $2\nFallback = maildir:/var/mail/catchall\n\
+             Quota = SELECT quota FROM u WHERE n = '$local'\nQuotaFullTempfail = 1\n\
+             Duplicate = SELECT 1 FROM m WHERE id = '$message_id'\n",
+        )
+        .unwrap();
+        assert!(
+            matches!(&c.deliver, Delivery::Maildir(t) if t.describe() == "maildir:$1/Maildir (folder $2)")
+        );
+        assert!(matches!(&c.fallback, Some(FallbackAction::Maildir(_))));
+        assert!(c.quota.is_some() && c.quota_full_tempfail && c.duplicate.is_some());
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        let e = config("[Options]\nDeliver = maildir:   \n").unwrap_err();
+        assert!(e.to_string().contains("maildir: needs a path"), "{e}");
+    }
+
+    #[test]
     fn unknown_keys_warn() {
         let c = config("[Options]\nDeliver = x\nVerfy = select 1\n").unwrap();
         assert_eq!(c.warnings.len(), 1);
@@ -334,7 +457,7 @@ mod tests {
             "[Options]\nDeliver = x\nDeliverCheckReturn = 1\n[Bounce]\nuserunknown = no $local\n",
         )
         .unwrap();
-        assert_eq!(c.deliver.check_return, Some(1));
+        assert!(matches!(&c.deliver, Delivery::Sql(s) if s.check_return == Some(1)));
         assert_eq!(c.bounce_text(Bounce::UserUnknown), Some("no $local"));
         assert_eq!(c.bounce_text(Bounce::TooLong), None);
     }

@@ -120,6 +120,23 @@ impl Envelope {
     }
 }
 
+/// A value for a macro that only informs (qmail's `EXT`): lossy UTF-8, control characters as
+/// `?`, at most `MAX_LOCAL` bytes.
+pub fn printable(value: Option<&OsStr>) -> String {
+    let mut out = String::new();
+    for c in value
+        .map(|v| v.to_string_lossy())
+        .unwrap_or_default()
+        .chars()
+    {
+        if out.len() + c.len_utf8() > MAX_LOCAL {
+            break;
+        }
+        out.push(if c.is_control() { '?' } else { c });
+    }
+    out
+}
+
 fn utf8(s: &OsStr) -> Option<&str> {
     s.to_str()
 }

@@ -15,6 +15,7 @@ pub enum Bounce {
     DatabaseError,
     InternalError,
     TooLong,
+    QuotaExceeded,
 }
 
 impl Bounce {
@@ -25,6 +26,7 @@ impl Bounce {
             Bounce::DatabaseError => "DatabaseError",
             Bounce::InternalError => "InternalError",
             Bounce::TooLong => "TooLong",
+            Bounce::QuotaExceeded => "QuotaExceeded",
         }
     }
 }
@@ -166,6 +168,16 @@ pub enum Error {
     TooLong(u64),
     #[error("The process that started this delivery has gone; not storing (the MTA will retry)")]
     Abandoned,
+    #[error("Maildir: {0}")]
+    MaildirConfig(String),
+    #[error("Maildir {path}: {step}: {source}")]
+    Maildir {
+        path: String,
+        step: String,
+        source: io::Error,
+    },
+    #[error("Quota exceeded: {detail}")]
+    QuotaExceeded { detail: String, temporary: bool },
     #[error("Fallback {program}: cannot be started: {source}")]
     FallbackStart { program: String, source: io::Error },
     #[error("Fallback {program}: {reason}")]
@@ -188,6 +200,12 @@ impl Error {
             Error::ReadMessage(_) => ExitCode::IoErr,
             Error::ReadTimeout(_) | Error::Abandoned => ExitCode::TempFail,
             Error::TooLong(_) => ExitCode::NoPerm,
+            Error::MaildirConfig(_) => ExitCode::Config,
+            Error::Maildir { .. } => ExitCode::TempFail,
+            Error::QuotaExceeded {
+                temporary: true, ..
+            } => ExitCode::TempFail,
+            Error::QuotaExceeded { .. } => ExitCode::NoPerm,
             Error::FallbackStart { .. } => ExitCode::IoErr,
             Error::FallbackFailed { .. } => ExitCode::TempFail,
         }
@@ -200,6 +218,7 @@ impl Error {
             Error::InvalidRecipient(_) | Error::UserUnknown(_) => Some(Bounce::UserUnknown),
             Error::Database(_) => Some(Bounce::DatabaseError),
             Error::TooLong(_) => Some(Bounce::TooLong),
+            Error::QuotaExceeded { .. } => Some(Bounce::QuotaExceeded),
             _ => Some(Bounce::InternalError),
         }
     }

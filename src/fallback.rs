@@ -81,6 +81,13 @@ impl FallbackCommand {
         &self.words[0]
     }
 
+    /// Whether a macro appears anywhere in the command.
+    pub fn uses(&self, name: &str) -> bool {
+        self.words
+            .iter()
+            .any(|w| tokens(w).any(|t| matches!(t, Token::Macro { name: n, .. } if n == name)))
+    }
+
     /// Which word a shell runs as a script, if any (it gets the variable rewrite).
     pub fn script_index(&self) -> Option<usize> {
         self.script

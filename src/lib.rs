@@ -7,13 +7,17 @@
 pub mod app;
 pub mod args;
 pub mod backend;
+pub mod check;
 pub mod config;
 pub mod envelope;
 pub mod error;
 pub mod exit;
 pub mod fallback;
+pub mod headers;
 pub mod ini;
 pub mod macros;
+pub mod maildir;
 pub mod message;
+pub mod quota;
 pub mod report;
 pub mod signals;

@@ -53,6 +53,12 @@ pub struct Macros<'a> {
     pub message: Option<&'a [u8]>,
     /// The first row returned by `Verify`: `$1`, `$2`, …
     pub columns: &'a [Value<'static>],
+    /// The recipient as the MTA gave it (`local@domain`).
+    pub recipient: &'a str,
+    /// qmail's address extension (`EXT`), empty elsewhere.
+    pub ext: &'a str,
+    /// `$message_id $subject $from $to $date $size`, once the message has been read.
+    pub headers: Option<&'a crate::headers::Headers>,
 }
 
 impl<'a> Macros<'a> {
@@ -64,6 +70,9 @@ impl<'a> Macros<'a> {
             "domain" => text(self.domain),
             "sender" => text(self.sender),
             "message" => self.message.map(|m| Value::Bytes(Cow::Borrowed(m))),
+            "recipient" => text(self.recipient),
+            "ext" => text(self.ext),
+            _ if crate::headers::NAMES.contains(&name) => self.headers?.get(name).and_then(text),
             _ if name.bytes().all(|b| b.is_ascii_digit()) => {
                 let n: usize = name.parse().ok()?;
                 let column: &'a Value<'static> = self.columns.get(n.checked_sub(1)?)?;
@@ -349,8 +358,8 @@ mod tests {
             local: "alice",
             domain: "example.com",
             sender: "bob@example.org",
-            message: None,
             columns,
+            ..Macros::default()
         }
     }
 
@@ -513,6 +522,33 @@ mod tests {
                 },
                 Token::Text("$"),
             ]
+        );
+    }
+
+    #[test]
+    fn envelope_and_header_macros() {
+        let message: &[u8] = b"Subject: Hi\nMessage-ID: <x@y>\n\nb";
+        let headers = crate::headers::Headers::parse(message);
+        let m = Macros {
+            recipient: "Alice@Example.com",
+            ext: "info",
+            headers: Some(&headers),
+            ..macros(&[])
+        };
+        let (sql, params) = bind(
+            "select $recipient, '$ext', $subject, '<$message_id>', $size",
+            &m,
+        );
+        assert_eq!(sql, "select ?, ?, ?, ?, ?");
+        let size = message.len().to_string();
+        assert_eq!(
+            params,
+            ["Alice@Example.com", "info", "Hi", "<x@y>", size.as_str()]
+        );
+        assert_eq!(
+            macros(&[]).get("subject"),
+            None,
+            "undefined until the message is read"
         );
     }
 

@@ -7,7 +7,7 @@ use std::panic;
 
 use virt_mail::args::{self, Stop};
 use virt_mail::exit::ExitCode;
-use virt_mail::{app, report, signals};
+use virt_mail::{app, check, report, signals};
 
 fn main() {
     signals::install();
@@ -47,5 +47,9 @@ fn run() -> u8 {
         .config
         .clone()
         .unwrap_or_else(|| args::default_config_path(&argv0));
+    if args.check {
+        // The dry run answers for every mailer itself; its status is the plain sysexits code.
+        return check::run(&args, &config_path) as u8;
+    }
     mailer.exit_status(app::run(&args, &config_path))
 }

@@ -36,6 +36,11 @@ impl Message {
     pub fn input_len(&self) -> usize {
         self.bytes.len() - self.header_len
     }
+
+    /// Standard input as it came, without the header lines we put in front.
+    pub fn input(&self) -> &[u8] {
+        &self.bytes[self.header_len..]
+    }
 }
 
 /// The lines qmail-local and courier pass in the environment, in the original's order:

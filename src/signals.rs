@@ -93,3 +93,14 @@ pub fn commit_guarded<T, E>(commit: impl FnOnce() -> Result<T, E>) -> Result<T, 
 pub fn committed() -> bool {
     COMMITTED.load(Ordering::SeqCst)
 }
+
+/// Test hook (debug builds only): `VIRT_MAIL_TEST_KILL_AT=<point>` kills the process with
+/// SIGKILL when it reaches that point, to prove what a crash there leaves behind.
+pub fn test_kill_point(point: &str) {
+    #[cfg(debug_assertions)]
+    if std::env::var("VIRT_MAIL_TEST_KILL_AT").is_ok_and(|p| p == point) {
+        let _ = signal::kill(nix::unistd::getpid(), Signal::SIGKILL);
+    }
+    #[cfg(not(debug_assertions))]
+    let _ = point;
+}

@@ -26,6 +26,7 @@ fuzz_target!(|data: &[u8]| {
         sender: SENDER,
         message: Some(body),
         columns: &columns,
+        ..Macros::default()
     };
     let _ = expand_text(sql, &macros);
     let Ok(template) = Template::parse(sql) else {

@@ -78,7 +78,12 @@ impl<'a> Target<'a> {
 
 /// Opens the database named by `dsn`.
 #[cfg_attr(
-    not(any(feature = "sqlite", feature = "postgres", feature = "mysql", feature = "odbc")),
+    not(any(
+        feature = "sqlite",
+        feature = "postgres",
+        feature = "mysql",
+        feature = "odbc"
+    )),
     allow(unused_variables)
 )]
 pub fn connect(dsn: &str, limits: Limits) -> Result<Box<dyn Backend>, DbError> {

@@ -1,6 +1,7 @@
 //! Integration tests: the real binary, driven as an MTA would drive it. One test binary
 //! (faster to build), one module per concern.
 
+mod beyond;
 mod bytes;
 mod command_line;
 mod common;
@@ -10,6 +11,7 @@ mod docs;
 mod fallback;
 mod faults;
 mod hostile;
+mod maildir;
 #[cfg(feature = "mysql")]
 mod mysql;
 #[cfg(feature = "odbc")]
