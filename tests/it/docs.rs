@@ -184,3 +184,173 @@ fn the_mysql_example_delivers_as_documented() {
         vec![("Inbox".to_string(), "bob@example.org".to_string(), message)]
     );
 }
+
+/// Runs a delivery with `config` and returns the output.
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+fn run_with(config: &std::path::Path, args: &[&str], body: Vec<u8>) -> std::process::Output {
+    let mut run = Run::new();
+    run.arg("-c")
+        .arg(config)
+        .args(args.iter().copied())
+        .stdin(body);
+    run.output()
+}
+
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+fn new_messages(maildir: &std::path::Path) -> usize {
+    std::fs::read_dir(maildir.join("new")).map_or(0, |d| d.count())
+}
+
+#[cfg(feature = "mysql")]
+#[test]
+fn the_vpopmail_example_delivers_into_maildirs_with_the_hard_quota() {
+    use mysql::prelude::Queryable;
+
+    use crate::stores;
+    let Some(store) = stores::require("mariadb", stores::mysql::Mysql::from_env()) else {
+        return;
+    };
+    let url = store.url().to_string();
+    let mut admin = stores::mysql::connect(&url).unwrap();
+    let db = format!("mail_{}", stores::unique_prefix());
+    admin.query_drop(format!("CREATE DATABASE {db}")).unwrap();
+    let db_url = format!("{}/{db}", &url[..url.rfind('/').unwrap()]);
+    let mut conn = stores::mysql::connect(&db_url).unwrap();
+    conn.query_drop(
+        include_str!("../../examples/vpopmail/schema.sql")
+            .split("\n\n")
+            .last()
+            .unwrap(),
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("domains/example.com/alice");
+    conn.exec_drop(
+        "INSERT INTO vpopmail (pw_name, pw_domain, pw_dir, pw_shell) VALUES ('alice', 'example.com', ?, '2500S'), \
+         ('free', 'example.com', ?, 'NOQUOTA')",
+        (home.display().to_string(), dir.path().join("domains/example.com/free").display().to_string()),
+    )
+    .unwrap();
+    let config = dir.path().join("virt_mail.ini");
+    let text_ = include_str!("../../examples/vpopmail/virt_mail.ini").replace(
+        "DSN = mysql://vpopmail:secret@localhost/vpopmail?socket=/run/mysqld/mysqld.sock",
+        &format!("DSN = {db_url}"),
+    );
+    assert!(text_.contains(&db_url));
+    std::fs::write(&config, text_).unwrap();
+    mode(&config, 0o600);
+    let qmail = |local: &str, body: Vec<u8>| {
+        let mut run = Run::new();
+        run.arg("-c")
+            .arg(&config)
+            .mailer("qmail")
+            .env("LOCAL", local)
+            .env("HOST", "example.com");
+        run.stdin(body).output()
+    };
+    let prefix = prefix("qmail").len();
+    assert_eq!(
+        qmail("alice", vec![b'a'; 1000 - prefix]).status.code(),
+        Some(99)
+    );
+    assert_eq!(
+        qmail("alice", vec![b'b'; 1000 - prefix]).status.code(),
+        Some(99)
+    );
+    let out = qmail("alice", vec![b'c'; 1000 - prefix]);
+    assert_eq!(out.status.code(), Some(100));
+    assert_eq!(
+        text(&out.stdout),
+        "\nThe mailbox of alice@example.com is full. (#5.2.2)\n"
+    );
+    assert_eq!(
+        qmail("alice", vec![b'd'; 500 - prefix]).status.code(),
+        Some(99)
+    );
+    assert_eq!(new_messages(&home.join("Maildir")), 3);
+    assert_eq!(qmail("free", vec![b'e'; 100_000]).status.code(), Some(99));
+    let out = qmail("nobody", b"x".to_vec());
+    assert_eq!(out.status.code(), Some(100));
+    assert!(
+        text(&out.stdout).contains("(nobody@example.com). (#5.1.1)"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = run_with(
+        &config,
+        &["-l", "alice", "-h", "example.com"],
+        b"y".to_vec(),
+    );
+    assert_eq!(out.status.code(), Some(77), "sendmail mode: same quota");
+    admin.query_drop(format!("DROP DATABASE {db}")).unwrap();
+}
+
+#[cfg(feature = "postgres")]
+#[test]
+fn the_modoboa_example_delivers_where_dovecot_reads_with_the_quota() {
+    use crate::stores;
+    let Some(store) = stores::require("postgres", stores::postgres::Postgres::from_env()) else {
+        return;
+    };
+    let mut client = store.client();
+    let schema = stores::unique_prefix();
+    client
+        .batch_execute(&format!(
+            "CREATE SCHEMA {schema}; SET search_path TO {schema};\n{}\n\
+             INSERT INTO admin_domain (name) VALUES ('example.com');
+             INSERT INTO admin_mailbox (address, quota, domain_id) VALUES ('alice', 1, 1), ('free', 0, 1);
+             INSERT INTO admin_quota (username, bytes) VALUES ('alice@example.com', 1048576 - 500);",
+            include_str!("../../examples/modoboa/schema.sql")
+        ))
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let vmail = dir.path().join("vmail");
+    let url = std::env::var("VIRT_MAIL_TEST_PG_URL").unwrap();
+    let text_ = include_str!("../../examples/modoboa/virt_mail.ini")
+        .replace(
+            "DSN = postgresql://modoboa@/modoboa?host=/run/postgresql",
+            &format!("DSN = {url}?options=-c%20search_path%3D{schema}"),
+        )
+        .replace("/var/vmail/", &format!("{}/", vmail.display()));
+    let config = dir.path().join("virt_mail.ini");
+    std::fs::write(&config, text_).unwrap();
+    mode(&config, 0o600);
+    // Postfix's pipe: -l ${user} -h ${nexthop}
+    let deliver = |local: &str, size: usize| {
+        let args = [
+            "-m",
+            "postfix",
+            "-l",
+            local,
+            "-h",
+            "example.com",
+            "-s",
+            "bob@example.org",
+        ];
+        run_with(&config, &args, vec![b'm'; size])
+    };
+    assert_eq!(
+        deliver("alice", 500).status.code(),
+        Some(0),
+        "exactly up to the quota"
+    );
+    // Dovecot's quota dict counts the new message when it sees it.
+    client
+        .batch_execute(&format!(
+            "UPDATE {schema}.admin_quota SET bytes = bytes + 500"
+        ))
+        .unwrap();
+    let out = deliver("alice", 1);
+    assert_eq!(out.status.code(), Some(77));
+    assert_eq!(
+        text(&out.stdout),
+        "\nThe mailbox of alice@example.com is full.\n"
+    );
+    assert_eq!(deliver("free", 5_000_000).status.code(), Some(0));
+    assert_eq!(deliver("nobody", 10).status.code(), Some(67));
+    client
+        .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+        .unwrap();
+    assert_eq!(new_messages(&vmail.join("example.com/alice/.maildir")), 1);
+    assert_eq!(new_messages(&vmail.join("example.com/free/.maildir")), 1);
+}
