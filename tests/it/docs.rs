@@ -348,6 +348,14 @@ fn the_modoboa_example_delivers_where_dovecot_reads_with_the_quota() {
     );
     assert_eq!(deliver("free", 5_000_000).status.code(), Some(0));
     assert_eq!(deliver("nobody", 10).status.code(), Some(67));
+    // The soft variant the example offers: over quota waits instead of bouncing.
+    let soft = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace(";QuotaFullTempfail = 1", "QuotaFullTempfail = 1");
+    std::fs::write(&config, soft).unwrap();
+    let out = deliver("alice", 1);
+    assert_eq!(out.status.code(), Some(75), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "\nThe mailbox of alice@example.com is full.\n");
     client
         .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
         .unwrap();
