@@ -38,6 +38,9 @@ APT_PACKAGES=(
   mariadb-server mariadb-client
   virtuoso-opensource-7 virtuoso-opensource-7-bin libvirtodbc0
   unixodbc unixodbc-dev odbcinst libsqliteodbc odbc-postgresql odbc-mariadb sqlite3
+  # not servers, but installed the same way (no service started): Dovecot's doveadm reads
+  # what the Maildir tests deliver; GNU time gives the benchmark its RSS column
+  dovecot-core time
 )
 
 # ---------------------------------------------------------------- helpers ---

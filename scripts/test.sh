@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it (.ci/run calls exactly this). It installs (apt) and
 # starts what the tests need on loopback — PostgreSQL, MariaDB, Virtuoso, unixODBC with its
-# drivers — runs formatting, lints, unit and integration tests against them, then the
-# fault tests that stop and kill those servers one at a time, and stops everything again.
+# drivers, Dovecot's doveadm — runs formatting, lints, unit and integration tests against
+# them, then the fault tests that stop and kill those servers one at a time, then the real
+# MTAs end to end (scripts/mta-test.sh), and stops everything again.
 #
 #   scripts/test.sh              everything (needs root for apt-get and the servers)
 #   SKIP_SERVERS=1 scripts/test.sh   only what needs no server (SQLite; no root needed)
@@ -21,8 +22,6 @@ if [[ ${SKIP_SERVERS:-} == 1 ]]; then
 else
     step "install and start the database servers"
     scripts/servers.sh install
-    # GNU time for the benchmark's RSS column.
-    command -v /usr/bin/time >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq time
     scripts/servers.sh start
     trap 'scripts/servers.sh stop >/dev/null 2>&1 || true' EXIT
     # shellcheck disable=SC1091
@@ -42,6 +41,10 @@ cargo test "${features[@]}"
 if [[ ${SKIP_SERVERS:-} != 1 ]]; then
     step "fault tests (stop and kill servers, one at a time)"
     cargo test "${features[@]}" --test it -- --ignored --test-threads=1
+
+    step "MTAs end to end: Postfix, Exim, sendmail, procmail, qmail, courier"
+    # The binary cargo test just built (same code; spares a release build).
+    VIRT_MAIL_BIN=$PWD/target/debug/virt_mail scripts/mta-test.sh
 fi
 
 step "all tests passed in $(( $(date +%s) - started )) s"

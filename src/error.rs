@@ -16,6 +16,7 @@ pub enum Bounce {
     InternalError,
     TooLong,
     QuotaExceeded,
+    InvalidSender,
 }
 
 impl Bounce {
@@ -27,6 +28,7 @@ impl Bounce {
             Bounce::InternalError => "InternalError",
             Bounce::TooLong => "TooLong",
             Bounce::QuotaExceeded => "QuotaExceeded",
+            Bounce::InvalidSender => "InvalidSender",
         }
     }
 }
@@ -219,6 +221,8 @@ impl Error {
             Error::Database(_) => Some(Bounce::DatabaseError),
             Error::TooLong(_) => Some(Bounce::TooLong),
             Error::QuotaExceeded { .. } => Some(Bounce::QuotaExceeded),
+            // The sender's fault, not the configuration's: not InternalError's text.
+            Error::InvalidSender(_) => Some(Bounce::InvalidSender),
             _ => Some(Bounce::InternalError),
         }
     }

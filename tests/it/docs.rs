@@ -355,10 +355,43 @@ fn the_modoboa_example_delivers_where_dovecot_reads_with_the_quota() {
     std::fs::write(&config, soft).unwrap();
     let out = deliver("alice", 1);
     assert_eq!(out.status.code(), Some(75), "{}", text(&out.stderr));
-    assert_eq!(text(&out.stdout), "\nThe mailbox of alice@example.com is full.\n");
+    assert_eq!(
+        text(&out.stdout),
+        "\nThe mailbox of alice@example.com is full.\n"
+    );
     client
         .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
         .unwrap();
     assert_eq!(new_messages(&vmail.join("example.com/alice/.maildir")), 1);
     assert_eq!(new_messages(&vmail.join("example.com/free/.maildir")), 1);
+}
+
+/// The README's MTA snippets are the files `scripts/mta-test.sh` runs through real MTAs.
+#[test]
+fn the_readme_mta_snippets_are_the_tested_examples() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    for (heading, example) in [
+        ("### sendmail", "examples/mta/sendmail/Mlocal.snippet"),
+        ("### Postfix", "examples/mta/postfix/master.cf.snippet"),
+        ("### Exim 4", "examples/mta/exim/virt_mail.conf"),
+        ("### procmail", "examples/mta/procmail/procmailrc"),
+        ("### courier", "examples/mta/courier/dot-courier"),
+    ] {
+        let section = &readme[readme.find(heading).unwrap_or_else(|| panic!("{heading}"))..];
+        let block = section.split("```").nth(1).unwrap();
+        let file = std::fs::read_to_string(root.join(example)).unwrap();
+        let lines: Vec<&str> = file.lines().map(str::trim).collect();
+        for line in block.lines().map(str::trim).filter(|l| !l.is_empty()) {
+            assert!(
+                lines.contains(&line),
+                "README {heading}: {line:?} is not in {example}"
+            );
+        }
+    }
+    let qmail = std::fs::read_to_string(root.join("examples/mta/qmail/dot-qmail")).unwrap();
+    assert!(
+        readme.contains(qmail.trim()),
+        "README qmail line differs from the example"
+    );
 }

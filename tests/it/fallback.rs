@@ -289,6 +289,11 @@ fn senders_with_line_breaks_are_refused_before_anything_runs() {
             .unwrap();
         assert_eq!(out.status.code(), Some(65), "{}", text(&out.stderr));
         assert!(text(&out.stderr).contains("Invalid sender"));
+        assert_eq!(
+            text(&out.stdout),
+            "\nFailure: InvalidSender\n",
+            "not blamed on the configuration"
+        );
     }
     let leftovers: Vec<_> = std::fs::read_dir(s.dir.path())
         .unwrap()

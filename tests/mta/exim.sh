@@ -92,7 +92,7 @@ trust_config() {
     echo "$1" >>"$TRUST"
 }
 untrust_configs() {
-    [[ -e $TRUST ]] && sed -i '\|^/tmp/virt_mail-mta\.[^/]*/|d' "$TRUST"
+    [[ -e $TRUST ]] && sed -i "\\|^$MTA_RUN_BASE/run\\.[^/]*/|d" "$TRUST"
     if [[ -e /etc/exim4/.virt_mail-mta-made-list && ! -s $TRUST ]]; then
         rm -f "$TRUST" /etc/exim4/.virt_mail-mta-made-list
     fi

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared helpers of the end-to-end MTA tests (tests/mta/*.sh), sourced by scripts/mta-test.sh
 # and by each per-MTA script. Bash; the scripts run as root.
 #
@@ -11,7 +12,8 @@
 : "${MTA_REPO:=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}"
 : "${MTA_EXAMPLES:=$MTA_REPO/examples/mta}"
 : "${MTA_PKGROOT:=/var/tmp/virt_mail-mta-pkgs}"
-: "${MTA_RUN:=/tmp/virt_mail-mta}"
+: "${MTA_RUN_BASE:=/var/lib/virt_mail-mta}"
+: "${MTA_RUN:=$MTA_RUN_BASE/run}"
 : "${MTA_RESULTS:=$MTA_RUN/results}"
 : "${VIRT_MAIL:=$MTA_RUN/bin/virt_mail}"
 : "${MTA_PORT_BASE:=25250}"
@@ -108,7 +110,7 @@ new_store() {
     chmod 600 "$cfg"
 }
 
-sql() { sqlite3 "$STORE_DB" "$@"; }
+sql() { sqlite3 -cmd ".timeout 10000" "$STORE_DB" "$@"; }
 
 # stored_count TOKEN: rows whose body contains TOKEN
 stored_count() { sql "SELECT count(*) FROM message WHERE instr(CAST(body AS TEXT), '$1') > 0;"; }
@@ -135,6 +137,16 @@ stored_body() {
 # for byte, the body of the stored message (which has the MTA's header lines in front)
 body_intact() {
     cmp -s <(sed '1,/^$/d' "$1") <(sed '1,/^$/d' "$2")
+}
+
+# header_lines_missing MSGFILE STOREDFILE: the header lines of MSGFILE not found, as whole
+# lines, in the header of STOREDFILE
+header_lines_missing() {
+    local l
+    while IFS= read -r l; do
+        [[ -z $l ]] && break
+        sed '/^$/q' "$2" | grep -qFx -- "$l" || printf '%s\n' "$l"
+    done <"$1"
 }
 
 # has_header FILE NAME...: every header NAME is in the header of FILE
