@@ -132,7 +132,10 @@ fn a_catch_all_fallback_maildir() {
         .map(|f| std::fs::read(f).unwrap())
         .collect();
     assert_eq!(bodies.len(), 2);
-    assert!(bodies.contains(&b"Subject: lost\n\nx".to_vec()), "{bodies:?}");
+    assert!(
+        bodies.contains(&b"Subject: lost\n\nx".to_vec()),
+        "{bodies:?}"
+    );
     let mut qmail = prefix("qmail");
     qmail.push(b'y');
     assert!(bodies.contains(&qmail), "{bodies:?}");
