@@ -45,6 +45,11 @@ if [[ ${SKIP_SERVERS:-} != 1 ]]; then
     step "MTAs end to end: Postfix, Exim, sendmail, procmail, qmail, courier"
     # The binary cargo test just built (same code; spares a release build).
     VIRT_MAIL_BIN=$PWD/target/debug/virt_mail scripts/mta-test.sh
+
+    # Every fault on every backend under the mailer profiles, and parallel deliveries, on
+    # servers of their own (docs/RELIABILITY.md; `scripts/fault-matrix.sh --full` for all).
+    step "fault matrix and concurrency, CI variant"
+    scripts/fault-matrix.sh --ci
 fi
 
 step "all tests passed in $(( $(date +%s) - started )) s"

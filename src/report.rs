@@ -49,10 +49,38 @@ pub fn add_secrets(secrets: impl IntoIterator<Item = String>) {
 /// Masks every registered password in `text`.
 pub fn redact(text: &str) -> String {
     let list = SECRETS.lock().unwrap_or_else(|e| e.into_inner());
-    let mut out = text.to_string();
-    for secret in list.iter() {
-        if out.contains(secret.as_str()) {
-            out = out.replace(secret.as_str(), MASK);
+    mask_all(text, &list)
+}
+
+/// Replaces every occurrence of every secret with `****`. Occurrences are found in the
+/// original text first and overlapping ones merged, so masking one secret can never break
+/// up an occurrence of another and leave a piece of it visible.
+fn mask_all(text: &str, secrets: &[String]) -> String {
+    let mut covered = vec![false; text.len()];
+    let mut any = false;
+    for secret in secrets.iter().filter(|s| !s.is_empty()) {
+        let mut from = 0;
+        while let Some(at) = text[from..].find(secret.as_str()) {
+            let start = from + at;
+            covered[start..start + secret.len()].fill(true);
+            any = true;
+            // Overlapping occurrences too: go on from the next character.
+            from = start + text[start..].chars().next().map_or(1, char::len_utf8);
+        }
+    }
+    if !any {
+        return text.to_string();
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
+        if covered[i] {
+            out.push_str(MASK);
+            while chars.peek().is_some_and(|&(j, _)| covered[j]) {
+                chars.next();
+            }
+        } else {
+            out.push(c);
         }
     }
     out
@@ -119,7 +147,9 @@ pub fn bounce(text: &str) {
     let _ = stdout.flush();
 }
 
-/// Splits an ODBC connect string into `key=value` attributes; `{…}` values may hold `;`.
+/// Splits an ODBC connect string into `key=value` attributes. A value in `{…}` may hold `;`,
+/// and `}}` inside it stands for `}` (the MS-ODBCSTR rule that odbc-api also writes); the
+/// value is returned as written, braces included.
 fn odbc_attributes(dsn: &str) -> Vec<(&str, &str)> {
     let mut out = Vec::new();
     let mut rest = dsn;
@@ -129,7 +159,7 @@ fn odbc_attributes(dsn: &str) -> Vec<(&str, &str)> {
                 let key = &rest[..i];
                 let after = &rest[i + 1..];
                 let end = if after.starts_with('{') {
-                    after.find('}').map_or(after.len(), |j| j + 1)
+                    braced_end(after)
                 } else {
                     after.find(';').unwrap_or(after.len())
                 };
@@ -142,6 +172,24 @@ fn odbc_attributes(dsn: &str) -> Vec<(&str, &str)> {
         rest = next.strip_prefix(';').unwrap_or(next);
     }
     out
+}
+
+/// Where a `{…}` value that starts `text` ends (just after its closing brace; `}}` is an
+/// escaped brace, not the end), or the end of `text` when it is never closed.
+fn braced_end(text: &str) -> usize {
+    let bytes = text.as_bytes();
+    let mut i = 1;
+    while i < bytes.len() {
+        if bytes[i] == b'}' {
+            if bytes.get(i + 1) == Some(&b'}') {
+                i += 2;
+                continue;
+            }
+            return i + 1;
+        }
+        i += 1;
+    }
+    bytes.len()
 }
 
 fn is_password_key(key: &str) -> bool {
@@ -158,18 +206,19 @@ fn url_password(dsn: &str) -> Option<&str> {
     Some(password)
 }
 
-/// The passwords a DSN contains: ODBC `PWD=`/`PASSWORD=`, a URL's `user:password@`, and a
-/// `password=` query parameter, both as written and percent-decoded.
+/// The passwords a DSN contains: ODBC `PWD=`/`PASSWORD=` (a braced value both as written and
+/// with `}}` unescaped), a URL's `user:password@`, and a `password=` query parameter, each as
+/// written and percent-decoded. ODBC attributes are looked for in every DSN, URL or not: an
+/// ODBC string may well contain `://` (a password, or an attribute holding a URL).
 pub fn dsn_secrets(dsn: &str) -> Vec<String> {
     let mut secrets = Vec::new();
     let mut push = |s: &str| {
-        let s = s.trim_matches(['{', '}']);
-        if !s.is_empty() {
+        if !s.is_empty() && !secrets.iter().any(|k| k == s) {
             secrets.push(s.to_string());
-            let decoded = percent_decode(s);
-            if decoded != s {
-                secrets.push(decoded);
-            }
+        }
+        let decoded = percent_decode(s);
+        if !decoded.is_empty() && !secrets.contains(&decoded) {
+            secrets.push(decoded);
         }
     };
     if dsn.contains("://") {
@@ -185,11 +234,18 @@ pub fn dsn_secrets(dsn: &str) -> Vec<String> {
                 }
             }
         }
-    } else {
-        for (k, v) in odbc_attributes(dsn) {
-            if is_password_key(k) {
-                push(v);
+    }
+    for (k, v) in odbc_attributes(dsn) {
+        if !is_password_key(k) {
+            continue;
+        }
+        match v.strip_prefix('{') {
+            Some(inner) => {
+                let inner = inner.strip_suffix('}').unwrap_or(inner);
+                push(inner);
+                push(&inner.replace("}}", "}"));
             }
+            None => push(v),
         }
     }
     secrets
@@ -197,11 +253,7 @@ pub fn dsn_secrets(dsn: &str) -> Vec<String> {
 
 /// A DSN fit for printing: every password replaced by `****`.
 pub fn mask_dsn(dsn: &str) -> String {
-    let mut out = dsn.to_string();
-    for secret in dsn_secrets(dsn) {
-        out = out.replace(&secret, MASK);
-    }
-    out
+    mask_all(dsn, &dsn_secrets(dsn))
 }
 
 fn percent_decode(s: &str) -> String {
@@ -238,6 +290,38 @@ mod tests {
         let braced = "DRIVER={x};Password={a;b}c;UID=u";
         assert_eq!(dsn_secrets(braced), ["a;b"]);
         assert!(!mask_dsn(braced).contains("a;b"));
+    }
+
+    /// Found by the `dsn_mask` fuzz target: an ODBC string that contains `://` anywhere (in
+    /// the password, or in an attribute holding a URL) was read as a URL, and its `PWD=` was
+    /// never masked; a braced password with an escaped `}}` was masked only up to it.
+    #[test]
+    fn odbc_passwords_with_urls_and_escaped_braces_are_masked() {
+        for (dsn, password) in [
+            ("DSN=;UID=x;PWD=://;HOST=x:1111", "://"),
+            ("DSN=v;URL=http://h/x;PWD=s3cret", "s3cret"),
+            ("DRIVER={d};PWD={a}}b;c}}};UID=u", "a}b;c}"),
+            ("DSN=v;PASSWORD={}}secret};X=1", "}secret"),
+        ] {
+            let masked = mask_dsn(dsn);
+            assert!(!masked.contains(password), "{dsn} -> {masked}");
+            assert!(
+                !masked.contains("secret") && !masked.contains("b;c"),
+                "{masked}"
+            );
+        }
+        // Two secrets overlapping (an ODBC password that looks like a URL with a query
+        // password): both stay masked whole.
+        let dsn = "DSN=x;PWD=db://x@x/x?password=abc;HOST=h";
+        let masked = mask_dsn(dsn);
+        assert!(
+            !masked.contains("db://") && !masked.contains("abc"),
+            "{masked}"
+        );
+        assert_eq!(
+            mask_dsn("DRIVER={d};PWD={a}}b};UID=u"),
+            "DRIVER={d};PWD={****};UID=u"
+        );
     }
 
     #[test]

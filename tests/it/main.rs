@@ -19,6 +19,7 @@ mod odbc;
 mod original_bugs;
 #[cfg(feature = "postgres")]
 mod postgres;
+mod reliability;
 mod robustness;
 mod scenarios;
 mod stores;

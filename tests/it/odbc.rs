@@ -166,6 +166,33 @@ fn the_originals_default_configuration_delivers_into_virtuoso_mail() {
     assert_eq!(rows.rows().len(), bodies.len());
 }
 
+/// The Virtuoso driver sends the end of a data-at-execution value as a 1-byte write of its
+/// own, which Nagle's algorithm holds back until the server's delayed ACK (40 ms per
+/// delivery): the driver's TCP socket must have TCP_NODELAY once connected.
+#[test]
+fn the_drivers_tcp_socket_gets_no_delay() {
+    let Some(store) = virtuoso() else { return };
+    let (host, port) = virtuoso_address();
+    let dir = tempfile::tempdir().unwrap();
+    let example = include_str!("../../examples/virtuoso/virt_mail.ini");
+    let config = example
+        .replace("HOST = localhost", &format!("HOST = {host}"))
+        .replace("PORT = 1111", &format!("PORT = {port}"));
+    let rows = MailRows {
+        store: &store,
+        token: token(),
+    };
+    let out = run_in(dir.path(), &config)
+        .args(["--debug", "-l", "dba"])
+        .stdin(format!("Subject: {} nodelay\r\n\r\nx\r\n", rows.token))
+        .expect(0);
+    let err = text(&out.stderr);
+    let set: Vec<&str> = err.lines().filter(|l| l.contains("TCP_NODELAY")).collect();
+    assert!(!set.is_empty(), "no TCP socket found: {err}");
+    assert!(set.iter().all(|l| l.ends_with("true")), "{set:?}");
+    assert_eq!(rows.rows().len(), 1);
+}
+
 /// The original's `DSN` value was a Virtuoso connect string without a data source.
 #[test]
 fn a_host_connect_string_reaches_the_virtuoso_server() {
