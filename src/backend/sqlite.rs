@@ -6,6 +6,8 @@
 //! The file is never created: a missing database is a fault to fix, and the mail waits.
 //! `CheckReturn` here means the statement's first column (e.g. `INSERT … RETURNING`).
 
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use rusqlite::config::DbConfig;
@@ -36,10 +38,11 @@ pub struct Sqlite {
 impl Sqlite {
     pub fn open(path: &str, limits: Limits) -> Result<Sqlite, DbError> {
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conn = Connection::open_with_flags(path, flags)
+        let mut conn = Connection::open_with_flags(path, flags)
+            .map_err(|e| error(DbStep::Connect, e, &format!("{path}: ")))?;
+        set_busy_wait(&mut conn, limits.statement)
             .map_err(|e| error(DbStep::Connect, e, &format!("{path}: ")))?;
         let setup = || -> rusqlite::Result<()> {
-            conn.busy_timeout(limits.statement)?;
             // One process per message: the default checkpoint on close (and the automatic
             // one after commits) would cost a second fsync per delivery and delete the WAL
             // file each time. Instead the WAL is checkpointed and truncated once it is
@@ -134,12 +137,11 @@ impl Backend for Sqlite {
         }
         // Best effort: the mail is already committed; a busy database just waits for the
         // next delivery to try again.
-        let checkpoint = || -> rusqlite::Result<()> {
-            self.conn.busy_timeout(CHECKPOINT_WAIT)?;
-            self.conn
-                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        let checkpoint = |conn: &mut Connection| -> rusqlite::Result<()> {
+            set_busy_wait(conn, CHECKPOINT_WAIT)?;
+            conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
         };
-        match checkpoint() {
+        match checkpoint(&mut self.conn) {
             Ok(()) => crate::debug!("sqlite: checkpointed a {size}-byte WAL"),
             Err(e) => crate::debug!("sqlite: checkpoint postponed: {e}"),
         }
@@ -153,6 +155,49 @@ impl Backend for Sqlite {
             .execute_batch("ROLLBACK")
             .map_err(|e| error(DbStep::Execute, e, "ROLLBACK: "))
     }
+}
+
+/// How long one lock wait may last, for `wait_for_lock` (a plain function: SQLite's busy
+/// handler cannot carry state, and there is one connection per process).
+static LOCK_WAIT_MS: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    static LOCK_WAIT_START: Cell<Option<Instant>> = const { Cell::new(None) };
+}
+
+/// Installs `wait_for_lock` as the busy handler with a limit of `limit` per lock.
+fn set_busy_wait(conn: &mut Connection, limit: Duration) -> rusqlite::Result<()> {
+    LOCK_WAIT_MS.store(
+        limit.as_millis().try_into().unwrap_or(u64::MAX),
+        Ordering::Relaxed,
+    );
+    conn.busy_handler(Some(wait_for_lock))
+}
+
+/// SQLite's own busy handler (`busy_timeout`) sleeps 1, 2, 5, 10, 15, 20, 25, 50 … ms
+/// between tries, while a delivery holds the write lock for about one fsync (~1 ms): a
+/// waiting delivery would sleep many times longer than the lock is held. This one retries
+/// after 0.1 ms, doubling up to 2 ms, with a little jitter so waiting processes do not wake
+/// in step, until the limit for this lock has passed.
+fn wait_for_lock(attempt: i32) -> bool {
+    let now = Instant::now();
+    let start = LOCK_WAIT_START.with(|s| {
+        if attempt == 0 || s.get().is_none() {
+            s.set(Some(now));
+        }
+        s.get().unwrap_or(now)
+    });
+    let limit = Duration::from_millis(LOCK_WAIT_MS.load(Ordering::Relaxed));
+    if now.duration_since(start) >= limit {
+        return false;
+    }
+    let step = 100u64 << attempt.clamp(0, 5) as u32; // µs: 100 … 3200
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let jitter = u64::from(nanos ^ std::process::id()) % 100;
+    std::thread::sleep(Duration::from_micros(step.min(2_000) + jitter));
+    true
 }
 
 fn busy(e: &rusqlite::Error) -> bool {
