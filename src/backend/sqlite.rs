@@ -1,7 +1,7 @@
 //! SQLite, the embedded default (`sqlite:PATH`).
 //!
 //! WAL journal with `synchronous = FULL`, so a commit is on disk before we report delivery;
-//! `BEGIN IMMEDIATE` plus a busy timeout, so parallel deliveries queue for the write lock
+//! `BEGIN IMMEDIATE` plus a busy handler (`wait_for_lock`), so parallel deliveries queue for the write lock
 //! instead of failing; a progress handler that interrupts a statement past its time limit.
 //! The file is never created: a missing database is a fault to fix, and the mail waits.
 //! `CheckReturn` here means the statement's first column (e.g. `INSERT … RETURNING`).
@@ -268,5 +268,30 @@ fn error(step: DbStep, e: rusqlite::Error, context: &str) -> DbError {
     match code {
         Some(code) => error.with_native(code),
         None => error,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The busy handler keeps retrying within the limit of one lock wait, gives up after
+    /// it, and starts counting again for the next lock (attempt 0).
+    #[test]
+    fn lock_wait_retries_until_its_limit() {
+        LOCK_WAIT_MS.store(60, Ordering::Relaxed);
+        let started = Instant::now();
+        let mut attempt = 0;
+        while wait_for_lock(attempt) {
+            attempt += 1;
+            assert!(attempt < 10_000, "never gave up");
+        }
+        let waited = started.elapsed();
+        assert!(waited >= Duration::from_millis(60), "{waited:?}");
+        // Short sleeps: some 30 tries in 60 ms (SQLite's own handler, sleeping 1, 2, 5,
+        // 10, 15, 20 ms, makes 6 or 7).
+        assert!(attempt >= 10, "{attempt} tries");
+        // A new lock starts a new wait.
+        assert!(wait_for_lock(0));
     }
 }
