@@ -1,8 +1,9 @@
 //! SQLite, the embedded default (`sqlite:PATH`).
 //!
 //! WAL journal with `synchronous = FULL`, so a commit is on disk before we report delivery;
-//! `BEGIN IMMEDIATE` plus a busy handler (`wait_for_lock`), so parallel deliveries queue for the write lock
-//! instead of failing; a progress handler that interrupts a statement past its time limit.
+//! `BEGIN IMMEDIATE` plus a busy handler (`wait_for_lock`), so parallel deliveries queue for
+//! the write lock instead of failing; a progress handler that interrupts a statement past its
+//! time limit.
 //! The file is never created: a missing database is a fault to fix, and the mail waits.
 //! `CheckReturn` here means the statement's first column (e.g. `INSERT … RETURNING`).
 
