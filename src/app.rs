@@ -128,11 +128,7 @@ fn deliver(
     };
 
     if let Some(statement) = &config.duplicate {
-        let db = connected(&mut db)?;
-        trace("Duplicate", statement, &macros);
-        let row = db
-            .run(statement, &macros)
-            .map_err(|e| e.in_statement("Duplicate"))?;
+        let row = run_named(connected(&mut db)?, "Duplicate", statement, &macros)?;
         if row.is_some() {
             report::warn(&format!(
                 "{}: already stored (Duplicate found it); not stored again",
@@ -146,11 +142,7 @@ fn deliver(
         Delivery::Sql(_) => None,
     };
     if let Some(statement) = &config.quota {
-        let db = connected(&mut db)?;
-        trace("Quota", statement, &macros);
-        let row = db
-            .run(statement, &macros)
-            .map_err(|e| e.in_statement("Quota"))?;
+        let row = run_named(connected(&mut db)?, "Quota", statement, &macros)?;
         quota::check(
             row.as_ref(),
             message.bytes().len(),
@@ -346,10 +338,7 @@ fn verify(
         debug!("no Verify: every recipient is accepted");
         return Ok(Some(Row::new()));
     };
-    trace("Verify", statement, macros);
-    let row = db
-        .run(statement, macros)
-        .map_err(|e| e.in_statement("Verify"))?;
+    let row = run_named(db, "Verify", statement, macros)?;
     let found = match statement.check_return {
         Some(expected) => backend::returned(row.as_ref(), expected),
         None => row.is_some(),
@@ -445,6 +434,20 @@ fn unknown_recipient(
             Err(Error::UserUnknown(envelope.recipient.clone()))
         }
     }
+}
+
+/// Runs Verify, Duplicate or Quota (outside the Deliver transaction), traced under
+/// `--debug`, its errors named after it.
+fn run_named(
+    db: &mut dyn Backend,
+    name: &'static str,
+    statement: &Statement,
+    macros: &Macros<'_>,
+) -> Result<Option<Row>, Error> {
+    trace(name, statement, macros);
+    Ok(db
+        .run(statement, macros)
+        .map_err(|e| e.in_statement(name))?)
 }
 
 /// `--debug`: the statement as it will be sent, with its bound values (message abridged).

@@ -346,14 +346,15 @@ fn join<'a>(parts: &[Part], macros: &Macros<'a>) -> Value<'a> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn text(s: &str) -> Value<'_> {
         Value::Text(Cow::Borrowed(s))
     }
 
-    fn macros<'a>(columns: &'a [Value<'static>]) -> Macros<'a> {
+    /// alice@example.com from bob@example.org, with these Verify columns.
+    pub(crate) fn macros<'a>(columns: &'a [Value<'static>]) -> Macros<'a> {
         Macros {
             local: "alice",
             domain: "example.com",

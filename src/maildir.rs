@@ -363,16 +363,7 @@ pub fn record(root: &Path, size: usize) -> io::Result<()> {
 mod tests {
     use super::*;
     use crate::macros::Value;
-
-    fn macros<'a>(columns: &'a [Value<'static>]) -> Macros<'a> {
-        Macros {
-            local: "alice",
-            domain: "example.com",
-            sender: "bob@example.org",
-            columns,
-            ..Macros::default()
-        }
-    }
+    use crate::macros::tests::macros;
 
     #[test]
     fn paths_expand_with_safe_values_only() {

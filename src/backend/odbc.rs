@@ -58,7 +58,7 @@ use super::{Backend, Limits, Row};
 use crate::config::Statement;
 use crate::error::{DbError, DbStep, Retry, one_line};
 use crate::macros::{Macros, Placeholder, Value};
-use crate::report::MASK;
+use crate::report::{dsn_secrets, mask_all, odbc_attributes, odbc_unbrace};
 
 /// Where the Virtuoso ODBC driver usually is (Debian/Ubuntu multiarch, other distributions,
 /// OpenLink's own builds). `VIRT_MAIL_VIRTUOSO_DRIVER` overrides the search.
@@ -300,74 +300,14 @@ fn classify(step: DbStep, dbms: Dbms, records: &[Diagnostic], what: &str) -> DbE
 
 /// Replaces the connect string and its passwords wherever they appear in a message.
 fn scrub(mut error: DbError, secrets: &[String]) -> DbError {
-    for secret in secrets {
-        if !secret.is_empty() && error.message.contains(secret.as_str()) {
-            error.message = error.message.replace(secret.as_str(), MASK);
-        }
-    }
+    error.message = mask_all(&error.message, secrets);
     error
-}
-
-/// `KEY=value` pairs of a connect string; `{…}` protects `;` inside a value.
-fn attributes(connect: &str) -> Vec<(&str, &str)> {
-    let mut out = Vec::new();
-    let mut rest = connect;
-    while !rest.is_empty() {
-        let (pair, next) = split_attribute(rest);
-        rest = next;
-        let pair = pair.trim();
-        if pair.is_empty() {
-            continue;
-        }
-        match pair.split_once('=') {
-            Some((k, v)) => out.push((k.trim(), v.trim())),
-            None => out.push((pair, "")),
-        }
-    }
-    out
-}
-
-/// The first attribute (up to a `;` outside braces) and the rest after the `;`. Inside
-/// braces `}}` is an escaped `}` (MS-ODBCSTR, as odbc-api writes it), not the end.
-fn split_attribute(s: &str) -> (&str, &str) {
-    let mut braces = false;
-    let mut chars = s.char_indices().peekable();
-    while let Some((i, c)) = chars.next() {
-        match c {
-            '{' => braces = true,
-            '}' if braces && chars.peek().is_some_and(|&(_, next)| next == '}') => {
-                chars.next();
-            }
-            '}' => braces = false,
-            ';' if !braces => return (&s[..i], &s[i + 1..]),
-            _ => {}
-        }
-    }
-    (s, "")
-}
-
-fn unbrace(v: &str) -> &str {
-    v.strip_prefix('{')
-        .and_then(|v| v.strip_suffix('}'))
-        .unwrap_or(v)
 }
 
 /// The passwords in a connect string (and the string itself), never to be shown.
 fn secrets(connect: &str) -> Vec<String> {
     let mut out = vec![connect.to_string()];
-    for (k, v) in attributes(connect) {
-        if k.eq_ignore_ascii_case("PWD") || k.eq_ignore_ascii_case("PASSWORD") {
-            let v = unbrace(v);
-            if !v.is_empty() {
-                out.push(v.to_string());
-                if v.contains("}}") {
-                    out.push(v.replace("}}", "}"));
-                }
-            }
-        }
-    }
-    // Longest first, so one secret inside another is masked whole.
-    out.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    out.extend(dsn_secrets(connect));
     out
 }
 
@@ -386,12 +326,12 @@ enum Resolved {
 /// `DRIVER` (or `FILEDSN`), and no data source name or the placeholder `noname` the original
 /// composed. The rewrite names the driver and keeps every other attribute as written.
 fn resolve(connect: &str, virtuoso_driver: Option<&str>) -> Resolved {
-    let attrs = attributes(connect);
+    let attrs = odbc_attributes(connect);
     let has = |key: &str| attrs.iter().any(|(k, _)| k.eq_ignore_ascii_case(key));
     let dsn = attrs
         .iter()
         .find(|(k, _)| k.eq_ignore_ascii_case("DSN"))
-        .map(|(_, v)| unbrace(v));
+        .map(|(_, v)| odbc_unbrace(v));
     let original = has("HOST")
         && !has("DRIVER")
         && !has("FILEDSN")
@@ -825,7 +765,6 @@ impl Odbc {
                 )));
             }
         };
-        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
         if i16::try_from(target.len()).is_err() {
             return Err(fail(
                 "the ODBC connect string is longer than 32767 bytes".into(),
@@ -1421,7 +1360,7 @@ mod tests {
     #[test]
     fn connect_string_attributes_respect_braces() {
         assert_eq!(
-            attributes("DSN=a;PWD={x;y=z};;UID = u "),
+            odbc_attributes("DSN=a;PWD={x;y=z};;UID = u "),
             [("DSN", "a"), ("PWD", "{x;y=z}"), ("UID", "u")]
         );
         let s = secrets("DSN=a;PWD={x;y};Password=q");
@@ -1429,7 +1368,7 @@ mod tests {
         assert!(s.contains(&"DSN=a;PWD={x;y};Password=q".to_string()));
         // `}}` inside braces is an escaped brace: the value goes on past it.
         assert_eq!(
-            attributes("PWD={a}};b};UID=u"),
+            odbc_attributes("PWD={a}};b};UID=u"),
             [("PWD", "{a}};b}"), ("UID", "u")]
         );
         let s = secrets("PWD={a}};b};UID=u");

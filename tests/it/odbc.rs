@@ -43,6 +43,17 @@ fn virtuoso_address() -> (String, u16) {
     (h.to_string(), p.parse().unwrap())
 }
 
+/// examples/virtuoso/virt_mail.ini as shipped (the original's statements), pointed at the
+/// test server.
+fn shipped_config() -> String {
+    let (host, port) = virtuoso_address();
+    let example = include_str!("../../examples/virtuoso/virt_mail.ini");
+    assert!(example.contains(ORIGINAL_VERIFY) && example.contains(ORIGINAL_DELIVER));
+    example
+        .replace("HOST = localhost", &format!("HOST = {host}"))
+        .replace("PORT = 1111", &format!("PORT = {port}"))
+}
+
 /// A run that finds the Virtuoso driver where the test servers have it (the configuration
 /// itself stays exactly as written for the original).
 fn run_in(dir: &std::path::Path, config: &str) -> Run {
@@ -126,14 +137,8 @@ fn messages(token: &str) -> Vec<Vec<u8>> {
 #[test]
 fn the_originals_default_configuration_delivers_into_virtuoso_mail() {
     let Some(store) = virtuoso() else { return };
-    let (host, port) = virtuoso_address();
     let dir = tempfile::tempdir().unwrap();
-    // examples/virtuoso/virt_mail.ini as shipped, pointed at the test server.
-    let example = include_str!("../../examples/virtuoso/virt_mail.ini");
-    assert!(example.contains(ORIGINAL_VERIFY) && example.contains(ORIGINAL_DELIVER));
-    let config = example
-        .replace("HOST = localhost", &format!("HOST = {host}"))
-        .replace("PORT = 1111", &format!("PORT = {port}"));
+    let config = shipped_config();
     let rows = MailRows {
         store: &store,
         token: token(),
@@ -172,12 +177,8 @@ fn the_originals_default_configuration_delivers_into_virtuoso_mail() {
 #[test]
 fn the_drivers_tcp_socket_gets_no_delay() {
     let Some(store) = virtuoso() else { return };
-    let (host, port) = virtuoso_address();
     let dir = tempfile::tempdir().unwrap();
-    let example = include_str!("../../examples/virtuoso/virt_mail.ini");
-    let config = example
-        .replace("HOST = localhost", &format!("HOST = {host}"))
-        .replace("PORT = 1111", &format!("PORT = {port}"));
+    let config = shipped_config();
     let rows = MailRows {
         store: &store,
         token: token(),
@@ -207,12 +208,9 @@ fn a_host_connect_string_reaches_the_virtuoso_server() {
         format!("HOST={host}:{port};UID=dba;PWD=dba"),
         format!("DSN=noname;HOST={host}:{port};UID=dba;PWD=dba"),
     ] {
-        // examples/virtuoso/virt_mail.ini as shipped, pointed at the test server.
-        let example = include_str!("../../examples/virtuoso/virt_mail.ini");
-        assert!(example.contains(ORIGINAL_VERIFY) && example.contains(ORIGINAL_DELIVER));
-        let config = example
-            .replace("HOST = localhost", &format!("HOST = {host}"))
-            .replace("PORT = 1111", &format!("PORT = {port}"));
+        let config = format!(
+            "[Options]\nDSN = {dsn}\nVerify = {ORIGINAL_VERIFY}\nDeliver = {ORIGINAL_DELIVER}\n"
+        );
         let body = format!("Subject: {} {dsn}\r\n\r\nvia {dsn}\r\n", rows.token);
         run_in(dir.path(), &config)
             .args(["-l", "DBA"])

@@ -325,7 +325,7 @@ impl<'t> Bench<'t> {
     fn rows(&self, token: &str) -> Vec<Vec<u8>> {
         let sql = format!("SELECT body FROM {} WHERE sender = '{token}'", self.mail);
         let rows: Vec<Vec<Cell>> = match &self.file {
-            Some(file) => sqlite_query(file, &sql),
+            Some(file) => stores::sqlite::query_file(file, &sql),
             None => self.target.store.query(&sql),
         };
         rows.into_iter()
@@ -382,27 +382,13 @@ fn virtuoso_admin(sql: &str, seconds: u64) -> bool {
     status.code() != Some(124)
 }
 
-fn sqlite_query(file: &Path, sql: &str) -> Vec<Vec<Cell>> {
-    let conn = rusqlite::Connection::open(file).unwrap();
-    conn.busy_timeout(Duration::from_secs(30)).unwrap();
-    let mut stmt = conn.prepare(sql).unwrap();
-    let n = stmt.column_count();
-    stmt.query_map([], |row| {
-        (0..n)
-            .map(|i| {
-                Ok(match row.get_ref(i)? {
-                    rusqlite::types::ValueRef::Null => None,
-                    rusqlite::types::ValueRef::Integer(v) => Some(v.to_string().into_bytes()),
-                    rusqlite::types::ValueRef::Real(v) => Some(v.to_string().into_bytes()),
-                    rusqlite::types::ValueRef::Text(t) => Some(t.to_vec()),
-                    rusqlite::types::ValueRef::Blob(b) => Some(b.to_vec()),
-                })
-            })
-            .collect()
-    })
-    .unwrap()
-    .map(Result::unwrap)
-    .collect()
+/// Whether the run's stderr names what went wrong (`text`); `missing` says what was not.
+fn stderr_says(obs: &Observed, text: &str, missing: &str) -> Result<(), String> {
+    if obs.stderr.contains(text) {
+        Ok(())
+    } else {
+        Err(missing.to_string())
+    }
 }
 
 /// One message handed over once: who, what, and how the MTA runs us.
@@ -1572,10 +1558,7 @@ fn too_many_connections(ctx: &mut Ctx<'_>, target: &Target) {
         // The server counts a session until its process has gone, a moment after the
         // client left: the MTA's retry comes minutes later, ours after a pause.
         std::thread::sleep(Duration::from_secs(1));
-        let extra = match obs.stderr.contains("DB_Connect") {
-            true => Ok(()),
-            false => Err("not refused at connect".into()),
-        };
+        let extra = stderr_says(&obs, "DB_Connect", "not refused at connect");
         ctx.matrix.judge(
             f,
             target,
@@ -1795,7 +1778,7 @@ fn disk_full(ctx: &mut Ctx<'_>, target: &Target) {
         );
     }
     if let Some(file) = &bench.file {
-        let check = sqlite_query(file, "PRAGMA integrity_check");
+        let check = stores::sqlite::query_file(file, "PRAGMA integrity_check");
         let ok = check
             .first()
             .and_then(|r| r.first().cloned().flatten())
@@ -1932,10 +1915,7 @@ fn stdin_reset(ctx: &mut Ctx<'_>, target: &Target) {
         );
         drop(ours);
         let obs = live.finish();
-        let extra = match obs.stderr.contains("Cannot read the message") {
-            true => Ok(()),
-            false => Err("no read error reported".into()),
-        };
+        let extra = stderr_says(&obs, "Cannot read the message", "no read error reported");
         ctx.matrix.judge(
             f,
             target,
@@ -1959,10 +1939,7 @@ fn stdin_eio(ctx: &mut Ctx<'_>, target: &Target) {
         // Our own memory as a file: offset 0 is unmapped, so read(2) fails with EIO.
         let mem = std::fs::File::open(format!("/proc/{}/mem", std::process::id())).unwrap();
         let obs = run_plain(d.command(&config, false), Input::Given(Stdio::from(mem)));
-        let extra = match obs.stderr.contains("Input/output error") {
-            true => Ok(()),
-            false => Err("no EIO reported".into()),
-        };
+        let extra = stderr_says(&obs, "Input/output error", "no EIO reported");
         ctx.matrix.judge(
             f,
             target,
@@ -2218,10 +2195,11 @@ fn config_unreadable(ctx: &mut Ctx<'_>, target: &Target) {
         );
         as_nobody.current_dir("/");
         let obs = run_plain(as_nobody, Input::Bytes(d.body.clone()));
-        let extra = match obs.stderr.contains("Cannot open configuration file") {
-            true => Ok(()),
-            false => Err("no 'Cannot open configuration file'".into()),
-        };
+        let extra = stderr_says(
+            &obs,
+            "Cannot open configuration file",
+            "no 'Cannot open configuration file'",
+        );
         ctx.matrix.judge(
             f,
             target,
@@ -2753,8 +2731,33 @@ fn cutting_relay(target: u16, cut: Cut) -> u16 {
 /// the mail is deferred and nothing is stored, and the MTA's retry stores it once. Before
 /// the fix in `odbc.rs`, psqlODBC answered the COMMIT with success without sending it —
 /// exit 0, no row: a lost message.
-fn cut_at_commit(target: &Target, dsn_through: impl Fn(u16) -> String, port: u16, cut: Cut) {
-    let bench = Bench::new(target);
+fn cut_at_commit(
+    name: &'static str,
+    store: Box<dyn Store>,
+    db: Db,
+    odbc: bool,
+    port_var: &str,
+    cut: Cut,
+) {
+    let port = env_port(port_var);
+    let dsn = store.dsn();
+    // The same data source through the relay: an ODBC `Port=` attribute (the last one
+    // wins), or the port in a URL.
+    let dsn_through = |relay: u16| {
+        if odbc {
+            format!("{dsn};Port={relay}")
+        } else {
+            dsn.replace(&format!(":{port}/"), &format!(":{relay}/"))
+        }
+    };
+    let target = Target {
+        name,
+        store,
+        db,
+        odbc,
+        server: None,
+    };
+    let bench = Bench::new(&target);
     let relay = cutting_relay(port, cut);
     let cut_config = bench.config_with(
         "cut",
@@ -2805,75 +2808,63 @@ fn env_port(var: &str) -> u16 {
 #[cfg(feature = "postgres")]
 #[test]
 fn postgres_connection_cut_before_commit_defers() {
-    let Some(s) = stores::require("postgres", stores::postgres::Postgres::from_env()) else {
-        return;
-    };
-    let port = env_port("VIRT_MAIL_TEST_PG_PORT");
-    let url = s.dsn();
-    let target = Target {
-        name: "postgres",
-        store: Box::new(s),
-        db: Db::Postgres,
-        odbc: false,
-        server: None,
-    };
-    let through = |relay: u16| url.replace(&format!(":{port}/"), &format!(":{relay}/"));
-    cut_at_commit(&target, through, port, Cut::AfterServer(b"INSERT 0 1"));
+    if let Some(s) = stores::require("postgres", stores::postgres::Postgres::from_env()) {
+        let cut = Cut::AfterServer(b"INSERT 0 1");
+        cut_at_commit(
+            "postgres",
+            Box::new(s),
+            Db::Postgres,
+            false,
+            "VIRT_MAIL_TEST_PG_PORT",
+            cut,
+        );
+    }
 }
 
 #[cfg(feature = "odbc")]
 #[test]
 fn odbc_postgres_connection_cut_before_commit_defers() {
-    let Some(s) = stores::require("odbc postgres", stores::odbc::Odbc::postgres_from_env()) else {
-        return;
-    };
-    let port = env_port("VIRT_MAIL_TEST_PG_PORT");
-    let dsn = s.dsn();
-    let target = Target {
-        name: "odbc-postgres",
-        store: Box::new(s),
-        db: Db::Postgres,
-        odbc: true,
-        server: None,
-    };
-    let through = |relay: u16| format!("{dsn};Port={relay}");
-    cut_at_commit(&target, through, port, Cut::AfterServer(b"INSERT 0 1"));
+    if let Some(s) = stores::require("odbc postgres", stores::odbc::Odbc::postgres_from_env()) {
+        let cut = Cut::AfterServer(b"INSERT 0 1");
+        cut_at_commit(
+            "odbc-postgres",
+            Box::new(s),
+            Db::Postgres,
+            true,
+            "VIRT_MAIL_TEST_PG_PORT",
+            cut,
+        );
+    }
 }
 
 #[cfg(feature = "mysql")]
 #[test]
 fn mariadb_connection_cut_at_commit_defers() {
-    let Some(s) = stores::require("mariadb", stores::mysql::Mysql::from_env()) else {
-        return;
-    };
-    let port = env_port("VIRT_MAIL_TEST_MYSQL_PORT");
-    let url = s.dsn();
-    let target = Target {
-        name: "mariadb",
-        store: Box::new(s),
-        db: Db::Mariadb,
-        odbc: false,
-        server: None,
-    };
-    let through = |relay: u16| url.replace(&format!(":{port}/"), &format!(":{relay}/"));
-    cut_at_commit(&target, through, port, Cut::BeforeClient(b"COMMIT"));
+    if let Some(s) = stores::require("mariadb", stores::mysql::Mysql::from_env()) {
+        let cut = Cut::BeforeClient(b"COMMIT");
+        cut_at_commit(
+            "mariadb",
+            Box::new(s),
+            Db::Mariadb,
+            false,
+            "VIRT_MAIL_TEST_MYSQL_PORT",
+            cut,
+        );
+    }
 }
 
 #[cfg(feature = "odbc")]
 #[test]
 fn odbc_mariadb_connection_cut_at_commit_defers() {
-    let Some(s) = stores::require("odbc mariadb", stores::odbc::Odbc::mariadb_from_env()) else {
-        return;
-    };
-    let port = env_port("VIRT_MAIL_TEST_MYSQL_PORT");
-    let dsn = s.dsn();
-    let target = Target {
-        name: "odbc-mariadb",
-        store: Box::new(s),
-        db: Db::Mariadb,
-        odbc: true,
-        server: None,
-    };
-    let through = |relay: u16| format!("{dsn};Port={relay}");
-    cut_at_commit(&target, through, port, Cut::BeforeClient(b"COMMIT"));
+    if let Some(s) = stores::require("odbc mariadb", stores::odbc::Odbc::mariadb_from_env()) {
+        let cut = Cut::BeforeClient(b"COMMIT");
+        cut_at_commit(
+            "odbc-mariadb",
+            Box::new(s),
+            Db::Mariadb,
+            true,
+            "VIRT_MAIL_TEST_MYSQL_PORT",
+            cut,
+        );
+    }
 }

@@ -34,25 +34,7 @@ impl Store for Sqlite {
     }
 
     fn query(&self, sql: &str) -> Vec<Vec<Cell>> {
-        let conn = rusqlite::Connection::open(&self.path).unwrap();
-        let mut stmt = conn.prepare(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
-        let n = stmt.column_count();
-        stmt.query_map([], |row| {
-            (0..n)
-                .map(|i| {
-                    Ok(match row.get_ref(i)? {
-                        rusqlite::types::ValueRef::Null => None,
-                        rusqlite::types::ValueRef::Integer(v) => Some(v.to_string().into_bytes()),
-                        rusqlite::types::ValueRef::Real(v) => Some(v.to_string().into_bytes()),
-                        rusqlite::types::ValueRef::Text(t) => Some(t.to_vec()),
-                        rusqlite::types::ValueRef::Blob(b) => Some(b.to_vec()),
-                    })
-                })
-                .collect()
-        })
-        .unwrap()
-        .map(Result::unwrap)
-        .collect()
+        query_file(&self.path, sql)
     }
 
     fn dialect(&self) -> Dialect {
@@ -65,4 +47,30 @@ impl Store for Sqlite {
             procedures: None,
         }
     }
+}
+
+/// Rows of `sql` on the SQLite file at `path`, every value as bytes (waiting up to 30 s for
+/// a locked database).
+pub fn query_file(path: &std::path::Path, sql: &str) -> Vec<Vec<Cell>> {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    conn.busy_timeout(std::time::Duration::from_secs(30))
+        .unwrap();
+    let mut stmt = conn.prepare(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let n = stmt.column_count();
+    stmt.query_map([], |row| {
+        (0..n)
+            .map(|i| {
+                Ok(match row.get_ref(i)? {
+                    rusqlite::types::ValueRef::Null => None,
+                    rusqlite::types::ValueRef::Integer(v) => Some(v.to_string().into_bytes()),
+                    rusqlite::types::ValueRef::Real(v) => Some(v.to_string().into_bytes()),
+                    rusqlite::types::ValueRef::Text(t) => Some(t.to_vec()),
+                    rusqlite::types::ValueRef::Blob(b) => Some(b.to_vec()),
+                })
+            })
+            .collect()
+    })
+    .unwrap()
+    .map(Result::unwrap)
+    .collect()
 }
