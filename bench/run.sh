@@ -70,12 +70,18 @@ stop_servers() {
 }
 trap stop_servers EXIT
 
-# The rows of ours measure virt_mail as `cargo install` builds it (default features: no
-# ODBC, so no libodbc loaded at every start); the ODBC row uses the --all-features build
-# that cargo bench makes.
+# The rows of ours measure the build to install, scripts/build-release.sh (default
+# features, static and non-PIE); the ODBC row uses the --all-features build that cargo bench
+# makes (dynamic: unixODBC loads its drivers with dlopen). The plain `cargo build --release`
+# binary (dynamic PIE) runs the SQLite, PostgreSQL and MariaDB rows too, as "dynamic", so
+# that the run shows what the static build saves.
 if [[ -z ${BENCH_BIN:-} ]]; then
-  cargo build --release --quiet --target-dir target/bench-default
-  export BENCH_BIN=$PWD/target/bench-default/release/virt_mail
+  BENCH_BIN=$(scripts/build-release.sh --quiet | tail -n 1)
+  export BENCH_BIN
+fi
+if [[ -z ${BENCH_EXTRA+set} ]]; then
+  cargo build --release --quiet
+  export BENCH_EXTRA="dynamic=$PWD/target/release/virt_mail:sqlite+postgres socket+mariadb socket"
 fi
 
 out=${BENCH_OUT:-${CARGO_TARGET_DIR:-target}/bench-deliver.md}

@@ -6,8 +6,8 @@
 #   scripts/mta-test.sh                  all of them: postfix exim procmail sendmail qmail courier
 #   scripts/mta-test.sh postfix exim     only these
 #   VIRT_MAIL_BIN=/path/to/virt_mail scripts/mta-test.sh
-#                                        test that binary (default: cargo build --release,
-#                                        target/release/virt_mail)
+#                                        test that binary (default: the build to install,
+#                                        from scripts/build-release.sh)
 #
 # Needs root (apt-get, MTA daemons, delivery users) on Debian 12.
 #
@@ -54,9 +54,8 @@ for s in "${suites[@]}"; do
 done
 
 if [[ -z ${VIRT_MAIL_BIN:-} ]]; then
-    echo "== cargo build --release"
-    cargo build --release --quiet || exit 1
-    VIRT_MAIL_BIN=$PWD/target/release/virt_mail
+    echo "== scripts/build-release.sh (the build to install)"
+    VIRT_MAIL_BIN=$(scripts/build-release.sh --quiet | tail -n 1) || exit 1
 fi
 [[ -x $VIRT_MAIL_BIN ]] || { echo "VIRT_MAIL_BIN=$VIRT_MAIL_BIN is not executable" >&2; exit 1; }
 

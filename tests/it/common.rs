@@ -9,7 +9,15 @@ use std::process::{Command, Output, Stdio};
 
 use tempfile::TempDir;
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_virt_mail");
+/// The binary under test: the one cargo built, or `VIRT_MAIL_TEST_BIN` (scripts/test.sh runs
+/// the suite once more against the static release build that scripts/build-release.sh makes).
+pub fn bin() -> &'static str {
+    static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        std::env::var("VIRT_MAIL_TEST_BIN")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_virt_mail").to_string())
+    })
+}
 
 /// Every `-m` value, in the manual's order.
 pub const MAILERS: [&str; 5] = ["sendmail", "exim", "postfix", "qmail", "courier"];
@@ -208,7 +216,7 @@ impl Run {
     }
 
     pub fn command(&self) -> Command {
-        let mut cmd = Command::new(BIN);
+        let mut cmd = Command::new(bin());
         cmd.args(&self.args);
         for var in [
             "LOCAL",

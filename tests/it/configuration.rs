@@ -93,11 +93,11 @@ fn symlinked_and_relative_config_paths_work() {
 #[test]
 fn default_config_is_named_after_the_program() {
     let s = Setup::standard("");
-    let bin = s.path("odbc_mail");
-    std::os::unix::fs::symlink(BIN, &bin).unwrap();
+    let link = s.path("odbc_mail");
+    std::os::unix::fs::symlink(bin(), &link).unwrap();
     std::fs::copy(&s.config, s.path("odbc_mail.ini")).unwrap();
     mode(&s.path("odbc_mail.ini"), 0o600);
-    let mut cmd = std::process::Command::new(&bin);
+    let mut cmd = std::process::Command::new(&link);
     cmd.args(["-l", "alice"]).stdin(std::process::Stdio::null());
     for v in ["LOCAL", "HOST", "SENDER"] {
         cmd.env_remove(v);

@@ -115,6 +115,22 @@ fn unix_socket_dsns_deliver() {
     }
 }
 
+/// A host name in the URL is resolved (the name service works in every build, the static
+/// one of scripts/build-release.sh included).
+#[test]
+fn a_host_name_resolves() {
+    let Some(tcp) = store() else { return };
+    let url = stores::env("VIRT_MAIL_TEST_PG_URL").unwrap();
+    assert!(url.contains("@127.0.0.1:"), "{url}");
+    let store = tcp.with_dsn(url.replace("@127.0.0.1:", "@localhost:"));
+    let case = Case::new(&store);
+    case.run()
+        .args(["-l", "alice", "-s", "bob@example.org"])
+        .stdin(b"Subject: by name\n\nx\n".to_vec())
+        .expect(0);
+    assert_eq!(case.mails().len(), 1);
+}
+
 /// (b) A TEXT body column: valid UTF-8 is stored; a NUL or invalid UTF-8 is a clear
 /// permanent error (70, qmail 100) naming the parameter, and nothing is stored.
 #[test]

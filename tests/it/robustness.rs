@@ -186,7 +186,8 @@ fn an_abandoned_delivery_is_not_stored() {
     let err = s.path("err");
     // The shell starts the binary in the background and exits; the message arrives after.
     let script = format!(
-        "exec 3<&0; \"{BIN}\" -c \"{}\" -l alice <&3 2>\"{}\" & sleep 1",
+        "exec 3<&0; \"{}\" -c \"{}\" -l alice <&3 2>\"{}\" & sleep 1",
+        bin(),
         s.config.display(),
         err.display()
     );

@@ -33,7 +33,8 @@ fn syslog_of(args: &[&str], stdin: &str) -> Option<Vec<String>> {
         sock = sock.display()
     );
     let mut cmd = Command::new("unshare");
-    cmd.args(["-m", "sh", "-c", &script, "sh", BIN]).args(args);
+    cmd.args(["-m", "sh", "-c", &script, "sh", bin()])
+        .args(args);
     for var in ["LOCAL", "HOST", "SENDER", "DTLINE", "RPLINE"] {
         cmd.env_remove(var);
     }
