@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use rusqlite::config::DbConfig;
 use rusqlite::types::ValueRef;
-use rusqlite::{Connection, ErrorCode, OpenFlags};
+use rusqlite::{Connection, ErrorCode, OpenFlags, ffi};
 
 use super::{Backend, Limits, Row};
 use crate::config::Statement;
@@ -93,10 +93,14 @@ impl Backend for Sqlite {
             .conn
             .prepare(&bound.sql)
             .map_err(|e| error(DbStep::Prepare, e, ""))?;
+        // SAFETY: `stmt` is the connection's only prepared statement (see `only_statement`).
+        let raw = unsafe { only_statement(&self.conn) };
         for (i, value) in bound.params.iter().enumerate() {
-            let result = match value {
-                Value::Text(t) => stmt.raw_bind_parameter(i + 1, t.as_ref()),
-                Value::Bytes(b) => stmt.raw_bind_parameter(i + 1, b.as_ref()),
+            let result = match (value, raw) {
+                // SAFETY: `bound` was declared before `stmt`, so the bytes outlive it.
+                (Value::Bytes(b), Some(raw)) => unsafe { bind_blob_static(raw, i + 1, b) },
+                (Value::Bytes(b), None) => stmt.raw_bind_parameter(i + 1, b.as_ref()),
+                (Value::Text(t), _) => stmt.raw_bind_parameter(i + 1, t.as_ref()),
             };
             result.map_err(|e| error(DbStep::Prepare, e, ""))?;
         }
@@ -199,6 +203,49 @@ fn wait_for_lock(attempt: i32) -> bool {
     let jitter = u64::from(nanos ^ std::process::id()) % 100;
     std::thread::sleep(Duration::from_micros(step.min(2_000) + jitter));
     true
+}
+
+/// The connection's one prepared statement, if it has exactly one: a delivery prepares,
+/// runs and finalizes one statement at a time (no statement cache), so right after
+/// `prepare` this is the statement just made. rusqlite does not hand out its handle.
+///
+/// # Safety
+/// The pointer is valid only while that statement lives.
+unsafe fn only_statement(conn: &Connection) -> Option<*mut ffi::sqlite3_stmt> {
+    // SAFETY: the connection handle is valid while `conn` is.
+    unsafe {
+        let db = conn.handle();
+        let first = ffi::sqlite3_next_stmt(db, std::ptr::null_mut());
+        (!first.is_null() && ffi::sqlite3_next_stmt(db, first).is_null()).then_some(first)
+    }
+}
+
+/// Binds a blob without copying it (`SQLITE_STATIC`; rusqlite always binds
+/// `SQLITE_TRANSIENT`, a copy): the message is the one large value, and a copy of it would
+/// be as large again in memory.
+///
+/// # Safety
+/// `stmt` must be valid, and `bytes` must outlive it (or the next bind of that parameter).
+unsafe fn bind_blob_static(
+    stmt: *mut ffi::sqlite3_stmt,
+    index: usize,
+    bytes: &[u8],
+) -> rusqlite::Result<()> {
+    let index = std::os::raw::c_int::try_from(index).unwrap_or(std::os::raw::c_int::MAX);
+    // SAFETY: as the caller promises; SQLite reads `bytes.len()` bytes from the pointer.
+    let rc = unsafe {
+        ffi::sqlite3_bind_blob64(
+            stmt,
+            index,
+            bytes.as_ptr().cast(),
+            bytes.len() as u64,
+            ffi::SQLITE_STATIC(),
+        )
+    };
+    match rc {
+        ffi::SQLITE_OK => Ok(()),
+        rc => Err(rusqlite::Error::SqliteFailure(ffi::Error::new(rc), None)),
+    }
 }
 
 fn busy(e: &rusqlite::Error) -> bool {
