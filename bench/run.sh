@@ -9,8 +9,8 @@
 #   --keep-servers   leave the servers running afterwards (they are stopped otherwise,
 #                    unless they were already running before)
 # Environment: everything bench/deliver.rs reads (BENCH_RUNS, BENCH_SIZES, BENCH_ONLY, ...),
-#   plus VM_RUN_DIR (/var/tmp/virt_mail-bench-servers) and VM_PG_PORT (55632),
-#   VM_MARIADB_PORT (53506), VM_VIRTUOSO_PORT (51311): the bench's servers are its own, apart
+#   plus VM_RUN_DIR (/var/tmp/virt_mail-bench-servers) and VM_PG_PORT (17432),
+#   VM_MARIADB_PORT (15306), VM_VIRTUOSO_PORT (13111): the bench's servers are its own, apart
 #   from the test servers (scripts/servers.sh defaults), so fault tests cannot kill them
 #   mid-run.
 # Root is needed for apt-get and for the servers (runuser/setpriv).
@@ -28,9 +28,9 @@ for arg in "$@"; do
 done
 
 export VM_RUN_DIR=${VM_RUN_DIR:-/var/tmp/virt_mail-bench-servers}
-export VM_PG_PORT=${VM_PG_PORT:-55632}
-export VM_MARIADB_PORT=${VM_MARIADB_PORT:-53506}
-export VM_VIRTUOSO_PORT=${VM_VIRTUOSO_PORT:-51311}
+export VM_PG_PORT=${VM_PG_PORT:-17432}
+export VM_MARIADB_PORT=${VM_MARIADB_PORT:-15306}
+export VM_VIRTUOSO_PORT=${VM_VIRTUOSO_PORT:-13111}
 
 # The rows' programs: GNU time (peak RSS), pgbench (connection floor), the original
 # virt_mail, and the MDAs to compare with. Their services are never started.

@@ -21,7 +21,7 @@
 #   VIRT_MAIL_FAULT_SEED=N (repeat a run's random timings; each run prints its seed)
 #   VIRT_MAIL_CONCURRENCY=N:P,P (instead of the variant's plan)
 #   VIRT_MAIL_FAULT_RUN_DIR (/tmp/virt_mail-faults), VIRT_MAIL_FAULT_{PG,MARIADB,VIRTUOSO}_PORT
-#   (56432, 54306, 52111). Needs root (servers, tmpfs mounts, setpriv) and what
+#   (16432, 14306, 12111). Needs root (servers, tmpfs mounts, setpriv) and what
 #   `scripts/servers.sh install` installs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -44,9 +44,9 @@ started=$(date +%s)
 
 # ---------------------------------------------------------------- our own servers ---
 export VM_RUN_DIR=${VIRT_MAIL_FAULT_RUN_DIR:-/tmp/virt_mail-faults}
-export VM_PG_PORT=${VIRT_MAIL_FAULT_PG_PORT:-56432}
-export VM_MARIADB_PORT=${VIRT_MAIL_FAULT_MARIADB_PORT:-54306}
-export VM_VIRTUOSO_PORT=${VIRT_MAIL_FAULT_VIRTUOSO_PORT:-52111}
+export VM_PG_PORT=${VIRT_MAIL_FAULT_PG_PORT:-16432}
+export VM_MARIADB_PORT=${VIRT_MAIL_FAULT_MARIADB_PORT:-14306}
+export VM_VIRTUOSO_PORT=${VIRT_MAIL_FAULT_VIRTUOSO_PORT:-12111}
 export VM_VIRTUOSO_HTTP_PORT=0
 step "start the fault servers in $VM_RUN_DIR (ports $VM_PG_PORT, $VM_MARIADB_PORT, $VM_VIRTUOSO_PORT)"
 scripts/servers.sh start

@@ -15,16 +15,18 @@
 #   restart            stop + start
 #   kill               SIGKILL (crash simulation for fault tests); data is kept
 #   purge              stop and delete the server dirs (all: the whole run dir)
-# Environment: VM_RUN_DIR (/tmp/virt_mail-servers), VM_PG_PORT (55432),
-#   VM_MARIADB_PORT (53306), VM_VIRTUOSO_PORT (51111), VM_VIRTUOSO_HTTP_PORT
-#   (0 = Virtuoso HTTP off; e.g. 58890), VM_START_TIMEOUT (60), VM_STOP_TIMEOUT (30).
+# Environment: VM_RUN_DIR (/tmp/virt_mail-servers), VM_PG_PORT (15432),
+#   VM_MARIADB_PORT (13306), VM_VIRTUOSO_PORT (11111), VM_VIRTUOSO_HTTP_PORT
+#   (0 = Virtuoso HTTP off; e.g. 18890), VM_START_TIMEOUT (60), VM_STOP_TIMEOUT (30).
+# Every default port lies below Linux's ephemeral range (32768-60999): a port in it can be
+# taken for a moment by any outgoing connection's local end, and the server then cannot bind.
 # Tests: source "$VM_RUN_DIR/env.sh"
 set -euo pipefail
 
 VM_RUN_DIR=$(realpath -m "${VM_RUN_DIR:-/tmp/virt_mail-servers}")
-VM_PG_PORT=${VM_PG_PORT:-55432}
-VM_MARIADB_PORT=${VM_MARIADB_PORT:-53306}
-VM_VIRTUOSO_PORT=${VM_VIRTUOSO_PORT:-51111}
+VM_PG_PORT=${VM_PG_PORT:-15432}
+VM_MARIADB_PORT=${VM_MARIADB_PORT:-13306}
+VM_VIRTUOSO_PORT=${VM_VIRTUOSO_PORT:-11111}
 VM_VIRTUOSO_HTTP_PORT=${VM_VIRTUOSO_HTTP_PORT:-0}
 VM_START_TIMEOUT=${VM_START_TIMEOUT:-60}
 VM_STOP_TIMEOUT=${VM_STOP_TIMEOUT:-30}

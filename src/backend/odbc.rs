@@ -1325,9 +1325,9 @@ mod tests {
             )
         );
         assert_eq!(
-            resolve("HOST=127.0.0.1:51111;UID=dba;PWD={a;b}", DRIVER),
+            resolve("HOST=127.0.0.1:11111;UID=dba;PWD={a;b}", DRIVER),
             Resolved::Virtuoso(
-                "DRIVER={/x/virtodbc_r.so};HOST=127.0.0.1:51111;UID=dba;PWD={a;b}".into()
+                "DRIVER={/x/virtodbc_r.so};HOST=127.0.0.1:11111;UID=dba;PWD={a;b}".into()
             )
         );
         assert_eq!(

@@ -35,7 +35,7 @@ fn every_store() -> Vec<Odbc> {
     .collect()
 }
 
-/// The Virtuoso server's host and port (`127.0.0.1:51111`).
+/// The Virtuoso server's host and port (`127.0.0.1:11111`).
 fn virtuoso_address() -> (String, u16) {
     let host =
         std::env::var("VIRT_MAIL_TEST_VIRTUOSO_HOST").unwrap_or_else(|_| "localhost:1111".into());
