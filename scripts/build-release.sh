@@ -22,6 +22,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 host=$(rustc -vV | sed -n 's/^host: //p')
+target_dir=${CARGO_TARGET_DIR:-$PWD/target}
 static=1
 [[ $host == *-linux-gnu ]] || static=0
 [[ ${VIRT_MAIL_DYNAMIC:-} == 1 ]] && static=0
@@ -36,8 +37,8 @@ if ((static)); then
     # derive), which must stay dynamic libraries.
     RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static -C relocation-model=static" \
         cargo build --release --target "$host" "$@" >&2
-    echo "$PWD/target/$host/release/virt_mail"
+    echo "$target_dir/$host/release/virt_mail"
 else
     cargo build --release "$@" >&2
-    echo "$PWD/target/release/virt_mail"
+    echo "$target_dir/release/virt_mail"
 fi
