@@ -29,8 +29,9 @@
 //! the ODBC row; default: the one cargo built), `BENCH_EXTRA`
 //! (`label=/path/to/virt_mail,...`: other builds to compare, e.g. scratch builds, each on
 //! the rows of ours named by `BENCH_EXTRA_FOR`, default `sqlite`, or by a `:odbc+postgres`
-//! suffix; the chart leaves them out unless `BENCH_SVG_EXTRA=1`), `BENCH_ORIGINAL` (`/usr/bin/virt_mail`), `BENCH_SVG` (`docs/perf.svg`; empty: none),
-//! `BENCH_TCP=1`.
+//! suffix; the chart leaves them out unless `BENCH_SVG_EXTRA=1`), `BENCH_ORIGINAL`
+//! (`/usr/bin/virt_mail`), `BENCH_SVG` (`docs/perf.svg`; empty: none), `BENCH_TCP=1`,
+//! `BENCH_STRICT=1` (exit 1 unless every row `BENCH_ONLY` names was measured at every size).
 
 mod svg;
 
@@ -1051,6 +1052,37 @@ fn main() {
         std::fs::write(&svg_path, svg::chart(&charted, &subtitle)).unwrap();
         println!("\nchart: {}", svg_path.display());
     }
+    if env("BENCH_STRICT").is_some() {
+        strict_check(&rows, &notes, &sizes);
+    }
+}
+
+/// `BENCH_STRICT=1` (CI's smoke run): every row `BENCH_ONLY` names must have been measured
+/// at every size, so that a harness that rots, or a row that starts failing, fails the run.
+/// Timings are never judged here.
+fn strict_check(rows: &[Row], notes: &[String], sizes: &[usize]) {
+    let wanted: Vec<String> = env("BENCH_ONLY")
+        .map(|v| v.split(',').map(|s| s.trim().to_string()).collect())
+        .unwrap_or_default();
+    let mut missing: Vec<String> = wanted
+        .iter()
+        .flat_map(|w| sizes.iter().map(move |&size| (w, size)))
+        .filter(|(w, size)| {
+            !rows
+                .iter()
+                .any(|r| r.size == *size && r.name.contains(w.as_str()))
+        })
+        .map(|(w, size)| format!("{w} at {}", human(size)))
+        .collect();
+    missing.extend(notes.iter().filter(|n| n.contains(" failed at ")).cloned());
+    if !missing.is_empty() {
+        eprintln!("bench: BENCH_STRICT: not measured: {}", missing.join("; "));
+        for note in notes {
+            eprintln!("bench: note: {note}");
+        }
+        std::process::exit(1);
+    }
+    eprintln!("bench: BENCH_STRICT: all {} rows measured", rows.len());
 }
 
 fn print_table(rows: &[Row]) {

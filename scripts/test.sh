@@ -3,7 +3,8 @@
 # starts what the tests need on loopback — PostgreSQL, MariaDB, Virtuoso, unixODBC with its
 # drivers, Dovecot's doveadm — runs formatting, lints, unit and integration tests against
 # them, then the fault tests that stop and kill those servers one at a time, then the real
-# MTAs end to end (scripts/mta-test.sh), and stops everything again.
+# MTAs end to end (scripts/mta-test.sh), the fault matrix, a smoke run of the benchmark
+# harness, and stops everything again.
 #
 #   scripts/test.sh              everything (needs root for apt-get and the servers)
 #   SKIP_SERVERS=1 scripts/test.sh   only what needs no server (SQLite; no root needed)
@@ -59,6 +60,14 @@ if [[ ${SKIP_SERVERS:-} != 1 ]]; then
     # servers of their own (docs/RELIABILITY.md; `scripts/fault-matrix.sh --full` for all).
     step "fault matrix and concurrency, CI variant"
     scripts/fault-matrix.sh --ci
+
+    # The benchmark harness must keep working: ten deliveries per row of ours and the
+    # original, 2 KiB, no chart. Timings are not judged (docs/PERFORMANCE.md, bench/run.sh).
+    step "benchmark harness, smoke run"
+    BENCH_STRICT=1 BENCH_RUNS=10 BENCH_SIZES=2048 BENCH_PARALLEL=0 BENCH_SVG= \
+        BENCH_BIN=$release_bin \
+        BENCH_ONLY="/bin/true,virt_mail sqlite,virt_mail postgres socket,virt_mail mariadb socket,virt_mail odbc virtuoso,original virt_mail virtuoso" \
+        cargo bench "${features[@]}" --bench deliver
 fi
 
 step "all tests passed in $(( $(date +%s) - started )) s"
