@@ -74,14 +74,18 @@ trap stop_servers EXIT
 # features, static and non-PIE); the ODBC row uses the --all-features build that cargo bench
 # makes (dynamic: unixODBC loads its drivers with dlopen). The plain `cargo build --release`
 # binary (dynamic PIE) runs the SQLite, PostgreSQL and MariaDB rows too, as "dynamic", so
-# that the run shows what the static build saves.
+# that the run shows what the static build saves, and a static build with SQLite alone runs
+# the SQLite row, as "sqlite-only" (what building only the databases one uses saves).
 if [[ -z ${BENCH_BIN:-} ]]; then
   BENCH_BIN=$(scripts/build-release.sh --quiet | tail -n 1)
   export BENCH_BIN
 fi
 if [[ -z ${BENCH_EXTRA+set} ]]; then
   cargo build --release --quiet
-  export BENCH_EXTRA="dynamic=$PWD/target/release/virt_mail:sqlite+postgres socket+mariadb socket"
+  sqlite_only=$(CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}/sqlite-only \
+    scripts/build-release.sh --quiet --no-default-features --features sqlite | tail -n 1)
+  dynamic=${CARGO_TARGET_DIR:-$PWD/target}/release/virt_mail
+  export BENCH_EXTRA="dynamic=$dynamic:sqlite+postgres socket+mariadb socket,sqlite-only=$sqlite_only:sqlite"
 fi
 
 out=${BENCH_OUT:-${CARGO_TARGET_DIR:-target}/bench-deliver.md}
