@@ -22,7 +22,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 host=$(rustc -vV | sed -n 's/^host: //p')
-target_dir=${CARGO_TARGET_DIR:-$PWD/target}
+target_dir=${CARGO_TARGET_DIR:-target}
+[[ $target_dir == /* ]] || target_dir=$PWD/$target_dir   # cargo reads it from here too
 static=1
 [[ $host == *-linux-gnu ]] || static=0
 [[ ${VIRT_MAIL_DYNAMIC:-} == 1 ]] && static=0

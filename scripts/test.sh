@@ -2,9 +2,10 @@
 # The whole test suite, as CI runs it (.ci/run calls exactly this). It installs (apt) and
 # starts what the tests need on loopback — PostgreSQL, MariaDB, Virtuoso, unixODBC with its
 # drivers, Dovecot's doveadm — runs formatting, lints, unit and integration tests against
-# them, then the fault tests that stop and kill those servers one at a time, then the real
-# MTAs end to end (scripts/mta-test.sh), the fault matrix, a smoke run of the benchmark
-# harness, and stops everything again.
+# them, then the fault tests that stop and kill those servers one at a time, the static
+# release builds (default and SQLite-only) against the integration suite, the real MTAs end
+# to end (scripts/mta-test.sh), the fault matrix, a smoke run of the benchmark harness, and
+# stops everything again.
 #
 #   scripts/test.sh              everything (needs root for apt-get and the servers)
 #   SKIP_SERVERS=1 scripts/test.sh   only what needs no server (SQLite; no root needed)
