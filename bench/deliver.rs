@@ -324,7 +324,7 @@ fn sqlite_setup(dir: &Path) -> (PathBuf, PathBuf) {
 
 /// Empties the SQLite mailbox (and its WAL), outside the timed runs. VACUUM gives the file
 /// back, so that every row grows the database as a live mail store does, rather than the
-/// first row growing it and the next ones reusing its free pages (20 MiB: ~30 % faster).
+/// first row growing it and the next ones reusing its free pages.
 fn sqlite_cleanup(db: &Path) {
     let conn = rusqlite::Connection::open(db).unwrap();
     conn.busy_timeout(std::time::Duration::from_secs(10))
