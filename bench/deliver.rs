@@ -369,12 +369,13 @@ fn postgres_rows(dir: &Path, bin: &str, specs: &mut Vec<Spec>, notes: &mut Vec<S
         Ok(c) => c,
         Err(e) => return notes.push(format!("PostgreSQL: {e}")),
     };
+    // The body column as examples/postgres/schema.sql makes it (lz4: see there).
     client
         .batch_execute(
             "DROP TABLE IF EXISTS bench_message, bench_mailbox;
              CREATE TABLE bench_mailbox (id SERIAL PRIMARY KEY, local TEXT NOT NULL UNIQUE);
              CREATE TABLE bench_message (id BIGSERIAL PRIMARY KEY, mailbox_id INT NOT NULL,
-                 sender TEXT NOT NULL, body BYTEA NOT NULL);
+                 sender TEXT NOT NULL, body BYTEA COMPRESSION lz4 NOT NULL);
              INSERT INTO bench_mailbox (local) VALUES ('alice');",
         )
         .unwrap();
