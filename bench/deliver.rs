@@ -385,6 +385,12 @@ fn postgres_rows(dir: &Path, bin: &str, specs: &mut Vec<Spec>, notes: &mut Vec<S
     if let Some(peer) = env("VIRT_MAIL_TEST_PG_PEER_URL") {
         dsns.push(("postgres socket", peer));
     }
+    // The same server through PgBouncer in session mode (scripts/servers.sh): no new server
+    // process per delivery, as README's "PostgreSQL through PgBouncer" sets it up.
+    match env("VIRT_MAIL_TEST_PGBOUNCER_URL") {
+        Some(bouncer) => dsns.push(("postgres pgbouncer socket", bouncer)),
+        None => notes.push("PgBouncer: no server environment (scripts/servers.sh start)".into()),
+    }
     dsns.push((
         "postgres socket scram",
         format!("postgresql://virt:virtpw@/mail?host={socket}&port={port}"),
@@ -1213,7 +1219,11 @@ fn acceptance(rows: &[Row]) -> Vec<String> {
     }
     for &size in &sizes {
         let s = median("virt_mail sqlite", size);
-        for name in ["virt_mail postgres socket", "virt_mail mariadb socket"] {
+        for name in [
+            "virt_mail postgres socket",
+            "virt_mail postgres pgbouncer socket",
+            "virt_mail mariadb socket",
+        ] {
             let v = median(name, size);
             if v.is_some() {
                 check(

@@ -18,11 +18,12 @@ step "install + start"
 
 # shellcheck source=/dev/null
 source "${VM_RUN_DIR:-/tmp/virt_mail-servers}/env.sh"
-[[ $VIRT_MAIL_TEST_SERVERS == "pg mariadb virtuoso odbc" ]] || { echo "servers up: '$VIRT_MAIL_TEST_SERVERS'" >&2; exit 1; }
+[[ $VIRT_MAIL_TEST_SERVERS == "pg pgbouncer mariadb virtuoso odbc" ]] || { echo "servers up: '$VIRT_MAIL_TEST_SERVERS'" >&2; exit 1; }
 
 check_clients() {
   psql "$VIRT_MAIL_TEST_PG_URL" -X -At -c 'select 1'
   PGPASSWORD=virtpw psql -X -At -h "$VIRT_MAIL_TEST_PG_SOCKET_DIR" -p "$VIRT_MAIL_TEST_PG_PORT" -U virt mail -c 'select 1'
+  psql "$VIRT_MAIL_TEST_PGBOUNCER_URL" -X -At -c 'select 1'
   mariadb -h127.0.0.1 -P"$VIRT_MAIL_TEST_MYSQL_PORT" -uvirt -pvirtpw mail -N -e 'select 1'
   mariadb -S "$VIRT_MAIL_TEST_MYSQL_SOCKET" -uvirt -pvirtpw mail -N -e 'select 1'
   isql-vt "$VIRT_MAIL_TEST_VIRTUOSO_HOST" dba dba exec='select 1;' | grep -qx 1

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # scripts/servers.sh — owns the real database servers used by virt_mail's
-# integration tests and benchmarks: PostgreSQL 15, MariaDB 10.11, Virtuoso 7,
-# plus a private unixODBC configuration (DSNs for SQLite/PostgreSQL/MariaDB/
+# integration tests and benchmarks: PostgreSQL 15 (and PgBouncer in front of it),
+# MariaDB 10.11, Virtuoso 7, plus a private unixODBC configuration (DSNs for SQLite/PostgreSQL/MariaDB/
 # Virtuoso). It installs them (apt), starts them on 127.0.0.1 (and a unix socket
 # where the server has one) under $VM_RUN_DIR, provisions database `mail` and
 # user virt/virtpw, writes $VM_RUN_DIR/env.sh for the tests, and stops them by
 # PID. Nothing here touches the system instances (/var/lib/..., default ports).
 #
-# Usage: scripts/servers.sh COMMAND [NAME...]     NAME: pg mariadb virtuoso odbc
+# Usage: scripts/servers.sh COMMAND [NAME...]     NAME: pg pgbouncer mariadb virtuoso odbc
 #   install            apt-get install the servers, clients and ODBC drivers
 #   start              start (reusing healthy data dirs), provision, write env.sh
 #   stop [--purge]     SIGTERM (SIGKILL after $VM_STOP_TIMEOUT s); --purge deletes data
@@ -16,6 +16,7 @@
 #   kill               SIGKILL (crash simulation for fault tests); data is kept
 #   purge              stop and delete the server dirs (all: the whole run dir)
 # Environment: VM_RUN_DIR (/tmp/virt_mail-servers), VM_PG_PORT (15432),
+#   VM_PGBOUNCER_PORT (VM_PG_PORT + 1; PgBouncer listens on a unix socket only),
 #   VM_MARIADB_PORT (13306), VM_VIRTUOSO_PORT (11111), VM_VIRTUOSO_HTTP_PORT
 #   (0 = Virtuoso HTTP off; e.g. 18890), VM_START_TIMEOUT (60), VM_STOP_TIMEOUT (30).
 # Every default port lies below Linux's ephemeral range (32768-60999): a port in it can be
@@ -25,18 +26,19 @@ set -euo pipefail
 
 VM_RUN_DIR=$(realpath -m "${VM_RUN_DIR:-/tmp/virt_mail-servers}")
 VM_PG_PORT=${VM_PG_PORT:-15432}
+VM_PGBOUNCER_PORT=${VM_PGBOUNCER_PORT:-$((VM_PG_PORT + 1))}
 VM_MARIADB_PORT=${VM_MARIADB_PORT:-13306}
 VM_VIRTUOSO_PORT=${VM_VIRTUOSO_PORT:-11111}
 VM_VIRTUOSO_HTTP_PORT=${VM_VIRTUOSO_HTTP_PORT:-0}
 VM_START_TIMEOUT=${VM_START_TIMEOUT:-60}
 VM_STOP_TIMEOUT=${VM_STOP_TIMEOUT:-30}
 
-ALL_SERVERS=(pg mariadb virtuoso odbc)
+ALL_SERVERS=(pg pgbouncer mariadb virtuoso odbc)
 RUN_DIR_MARKER=.created-by-virt_mail-servers.sh
 DB_NAME=mail DB_USER=virt DB_PASS=virtpw
 PG_BIN=/usr/lib/postgresql/15/bin
 APT_PACKAGES=(
-  postgresql-15 postgresql-client-15
+  postgresql-15 postgresql-client-15 pgbouncer
   mariadb-server mariadb-client
   virtuoso-opensource-7 virtuoso-opensource-7-bin libvirtodbc0
   unixodbc unixodbc-dev odbcinst libsqliteodbc odbc-postgresql odbc-mariadb sqlite3
@@ -55,14 +57,18 @@ elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 port_of() {
   case $1 in
     pg) echo "$VM_PG_PORT" ;;
+    pgbouncer) echo "$VM_PGBOUNCER_PORT" ;;
     mariadb) echo "$VM_MARIADB_PORT" ;;
     virtuoso) echo "$VM_VIRTUOSO_PORT" ;;
     *) echo - ;;
   esac
 }
+address_of() {
+  if [[ $1 == pgbouncer ]]; then echo "$(PGBOUNCER_DIR)/.s.PGSQL.$VM_PGBOUNCER_PORT"; else echo "127.0.0.1:$(port_of "$1")"; fi
+}
 # The executable name each server's PID must have (guards against PID reuse).
 comm_of() {
-  case $1 in pg) echo postgres ;; mariadb) echo mariadbd ;; virtuoso) echo virtuoso-t ;; esac
+  case $1 in pg) echo postgres ;; pgbouncer) echo pgbouncer ;; mariadb) echo mariadbd ;; virtuoso) echo virtuoso-t ;; esac
 }
 
 pid_file() { echo "$VM_RUN_DIR/$1/server.pid"; }
@@ -201,7 +207,7 @@ apt_install() {
 # stop it by its own PID file (never by process name).
 stop_system_daemons() {
   local f pid
-  for f in /run/postgresql/15-main.pid /run/mysqld/mysqld.pid /var/lib/virtuoso-opensource-7/db/virtuoso.lck; do
+  for f in /run/postgresql/15-main.pid /run/postgresql/pgbouncer.pid /run/mysqld/mysqld.pid /var/lib/virtuoso-opensource-7/db/virtuoso.lck; do
     [[ -s $f ]] || continue
     pid=$(grep -o '[0-9]\+' "$f" | head -n1 || true)
     if pid_alive "$pid"; then
@@ -243,7 +249,7 @@ EOF
   fi
   stop_system_daemons
   for p in "$PG_BIN/postgres" "$PG_BIN/initdb" /usr/sbin/mariadbd /usr/bin/mariadb-install-db \
-    /usr/bin/virtuoso-t /usr/bin/isql-vt /usr/bin/isql /usr/bin/sqlite3; do
+    /usr/sbin/pgbouncer /usr/bin/virtuoso-t /usr/bin/isql-vt /usr/bin/isql /usr/bin/sqlite3; do
     [[ -x $p ]] || die "install: $p missing after install"
   done
   log "install: done"
@@ -314,6 +320,57 @@ export VIRT_MAIL_TEST_PG_SOCKET_DIR=$(PG_DIR)
 export VIRT_MAIL_TEST_PG_PORT=$VM_PG_PORT
 export VIRT_MAIL_TEST_PG_PEER_URL="postgresql://root@/$DB_NAME?host=$(PG_DIR)&port=$VM_PG_PORT"
 EOF
+}
+
+# -------------------------------------------------------------- pgbouncer ---
+# PgBouncer in session mode in front of the PostgreSQL above, on a unix socket only: what
+# an administrator puts between a per-message MDA and PostgreSQL so that a delivery does
+# not pay for a new server process (README, "PostgreSQL through PgBouncer"). Clients log in
+# as root without a password (the socket's directory is the access control); PgBouncer
+# logs in to PostgreSQL as virt. The time limits virt_mail sends as startup `options` are
+# ignored here, so the server's own come from ALTER ROLE virt SET (pgbouncer_provision).
+PGBOUNCER_DIR() { echo "$VM_RUN_DIR/pgbouncer"; }
+pgbouncer_psql() {
+  "$PG_BIN/psql" -X -q -At -h "$(PGBOUNCER_DIR)" -p "$VM_PGBOUNCER_PORT" -U root -d "$DB_NAME" "$@"
+}
+pgbouncer_init() { :; }
+pgbouncer_launch() {
+  local d; d=$(PGBOUNCER_DIR)
+  install -d -o postgres -g postgres -m 755 "$d"
+  printf '"root" ""\n' >"$d/userlist.txt"
+  cat >"$d/pgbouncer.ini" <<EOF
+; written by scripts/servers.sh
+[databases]
+$DB_NAME = host=$(PG_DIR) port=$VM_PG_PORT dbname=$DB_NAME user=$DB_USER password=$DB_PASS
+
+[pgbouncer]
+listen_addr =
+listen_port = $VM_PGBOUNCER_PORT
+unix_socket_dir = $d
+auth_type = trust
+auth_file = $d/userlist.txt
+pool_mode = session
+server_reset_query = DISCARD ALL
+ignore_startup_parameters = options
+default_pool_size = 8
+max_client_conn = 200
+log_connections = 0
+log_disconnections = 0
+EOF
+  chown postgres:postgres "$d/userlist.txt" "$d/pgbouncer.ini"
+  rm -f "$d/.s.PGSQL.$VM_PGBOUNCER_PORT" "$d/.s.PGSQL.$VM_PGBOUNCER_PORT.lock"
+  launch pgbouncer "$d/server.log" setpriv --reuid=postgres --regid=postgres --init-groups -- \
+    /usr/sbin/pgbouncer "$d/pgbouncer.ini"
+}
+pgbouncer_ready() { [[ -S $(PGBOUNCER_DIR)/.s.PGSQL.$VM_PGBOUNCER_PORT ]]; }
+pgbouncer_provision() {
+  is_running pg || die "pgbouncer: PostgreSQL is not running; start it first: scripts/servers.sh start pg pgbouncer"
+  pg_psql_admin <<<"ALTER ROLE $DB_USER SET statement_timeout = '300s'; ALTER ROLE $DB_USER SET lock_timeout = '300s';"
+  [[ $(pgbouncer_psql -c 'select 1' 2>>"$(PGBOUNCER_DIR)/server.log") == 1 ]] \
+    || { show_log_tail "$(PGBOUNCER_DIR)/server.log"; die "pgbouncer: root cannot reach $DB_NAME through it"; }
+}
+pgbouncer_env() {
+  echo "export VIRT_MAIL_TEST_PGBOUNCER_URL=\"postgresql://root@/$DB_NAME?host=$(PGBOUNCER_DIR)&port=$VM_PGBOUNCER_PORT\""
 }
 
 # ---------------------------------------------------------------- mariadb ---
@@ -604,7 +661,7 @@ start_server() {
   touch "$d/.initialized"
   mkdir -p "$VM_RUN_DIR/env.d"
   "${name}_env" >"$VM_RUN_DIR/env.d/$name.sh"
-  log "$name: up, pid $(read_pid "$name"), 127.0.0.1:$port ($how, $(elapsed "$t0")s)"
+  log "$name: up, pid $(read_pid "$name"), $(address_of "$name") ($how, $(elapsed "$t0")s)"
 }
 
 stop_server() {
@@ -687,7 +744,7 @@ prepare_run_dir() {
 cmd_start() {
   local n t0; t0=$(now)
   need_root start
-  need_cmd "$PG_BIN/postgres"; need_cmd mariadb-install-db; need_cmd virtuoso-t; need_cmd isql-vt
+  need_cmd "$PG_BIN/postgres"; need_cmd /usr/sbin/pgbouncer; need_cmd mariadb-install-db; need_cmd virtuoso-t; need_cmd isql-vt
   for n in "$@"; do
     [[ $n == odbc ]] || start_server "$n"
   done

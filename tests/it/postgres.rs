@@ -115,6 +115,42 @@ fn unix_socket_dsns_deliver() {
     }
 }
 
+/// Through PgBouncer in session mode (README: "PostgreSQL through PgBouncer"): the startup
+/// `options` with our time limits are ignored there, not refused, and the statements
+/// prepared for Verify and Deliver stay on the one server connection. Every byte arrives,
+/// deliveries one after another reuse the pooled connection, and an unknown user still
+/// bounces.
+#[test]
+fn deliveries_through_pgbouncer() {
+    let Some(tcp) = store() else { return };
+    let Some(url) = stores::require("pgbouncer", stores::env("VIRT_MAIL_TEST_PGBOUNCER_URL"))
+    else {
+        return;
+    };
+    let store = tcp.with_dsn(url);
+    let case = Case::new(&store);
+    let bodies: Vec<Vec<u8>> = (0..3u8)
+        .map(|i| [&b"Subject: pooled\n\n"[..], &[0, 0xff, b'\r', i], b"\n"].concat())
+        .collect();
+    for body in &bodies {
+        case.run()
+            .args(["-l", "alice", "-s", "bob@example.org"])
+            .stdin(body.clone())
+            .expect(0);
+    }
+    let mails = case.mails();
+    assert_eq!(mails.len(), 3);
+    for (mail, body) in mails.iter().zip(&bodies) {
+        assert_eq!(&mail.body, body);
+        assert_eq!(mail.recipient, "alice");
+    }
+    case.run()
+        .args(["-l", "nobody", "-s", "bob@example.org"])
+        .stdin(b"Subject: x\n\nx\n".to_vec())
+        .expect(67);
+    assert_eq!(case.mails().len(), 3);
+}
+
 /// A host name in the URL is resolved (the name service works in every build, the static
 /// one of scripts/build-release.sh included).
 #[test]
