@@ -75,7 +75,9 @@ trap stop_servers EXIT
 # makes (dynamic: unixODBC loads its drivers with dlopen). The plain `cargo build --release`
 # binary (dynamic PIE) runs the SQLite, PostgreSQL and MariaDB rows too, as "dynamic", so
 # that the run shows what the static build saves, and a static build with SQLite alone runs
-# the SQLite row, as "sqlite-only" (what building only the databases one uses saves).
+# the SQLite row, as "sqlite-only" (what building only the databases one uses saves), and so
+# does the installed build linked without scripts/hot-symbols.txt's code layout, as
+# "unordered" (what that layout saves).
 if [[ -z ${BENCH_BIN:-} ]]; then
   BENCH_BIN=$(scripts/build-release.sh --quiet | tail -n 1)
   export BENCH_BIN
@@ -84,8 +86,10 @@ if [[ -z ${BENCH_EXTRA+set} ]]; then
   cargo build --release --quiet
   sqlite_only=$(CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}/sqlite-only \
     scripts/build-release.sh --quiet --no-default-features --features sqlite | tail -n 1)
+  unordered=$(VIRT_MAIL_NO_ORDER=1 CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}/unordered \
+    scripts/build-release.sh --quiet | tail -n 1)
   dynamic=${CARGO_TARGET_DIR:-$PWD/target}/release/virt_mail
-  export BENCH_EXTRA="dynamic=$dynamic:sqlite+postgres socket+mariadb socket,sqlite-only=$sqlite_only:sqlite"
+  export BENCH_EXTRA="dynamic=$dynamic:sqlite+postgres socket+mariadb socket,sqlite-only=$sqlite_only:sqlite,unordered=$unordered:sqlite"
 fi
 
 out=${BENCH_OUT:-${CARGO_TARGET_DIR:-target}/bench-deliver.md}
