@@ -40,12 +40,12 @@ for arg in "$@"; do
     esac
 done
 
-# The binary's text symbols that scripts/hot-symbols.txt names, hashes aside.
+# The binary's text symbols that scripts/hot-symbols.txt names, hashes aside, in its order.
 hot_symbols_of() {
     nm --defined-only "$1" | awk '
-        NR == FNR { if ($0 !~ /^#/) want[$0] = 1; next }
-        $2 ~ /^[tTwW]$/ { k = $3; sub(/17h[0-9a-f]{16}E$/, "", k); if (k in want) print $3 }
-    ' scripts/hot-symbols.txt - | LC_ALL=C sort -u
+        NR == FNR { if ($0 !~ /^#/) want[$0] = NR; next }
+        $2 ~ /^[tTwW]$/ { k = $3; sub(/17h[0-9a-f]{16}E$/, "", k); if (k in want) print want[k] "\t" $3 }
+    ' scripts/hot-symbols.txt - | sort -n -k1,1 -s | cut -f2
 }
 
 if ((static)); then
