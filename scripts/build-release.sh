@@ -54,8 +54,10 @@ if ((static)); then
     flags="-C target-feature=+crt-static -C relocation-model=static"
     order=""
     minor=$(rustc -vV | sed -n 's/^release: 1\.\([0-9]*\)\..*/\1/p')
+    # (RUSTFLAGS is split at spaces: a target directory with one cannot be named in it.)
     if [[ $host == x86_64-unknown-linux-gnu && ${minor:-0} -ge 90 && ${VIRT_MAIL_NO_ORDER:-} != 1 ]] \
-        && [[ -f scripts/hot-symbols.txt ]] && command -v nm >/dev/null; then
+        && [[ -f scripts/hot-symbols.txt && $target_dir != *[[:space:]]* ]] \
+        && command -v nm >/dev/null; then
         mkdir -p "$target_dir"
         order=$target_dir/virt_mail.symbol-order
         [[ -f $order ]] || : >"$order"
