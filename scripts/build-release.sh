@@ -28,7 +28,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-host=$(rustc -vV | sed -n 's/^host: //p')
+rustc_version=$(rustc -vV)
+host=$(sed -n 's/^host: //p' <<<"$rustc_version")
 target_dir=${CARGO_TARGET_DIR:-target}
 [[ $target_dir == /* ]] || target_dir=$PWD/$target_dir   # cargo reads it from here too
 static=1
@@ -53,7 +54,7 @@ if ((static)); then
     # derive), which must stay dynamic libraries.
     flags="-C target-feature=+crt-static -C relocation-model=static"
     order=""
-    minor=$(rustc -vV | sed -n 's/^release: 1\.\([0-9]*\)\..*/\1/p')
+    minor=$(sed -n 's/^release: 1\.\([0-9]*\)\..*/\1/p' <<<"$rustc_version")
     # (RUSTFLAGS is split at spaces: a target directory with one cannot be named in it.)
     if [[ $host == x86_64-unknown-linux-gnu && ${minor:-0} -ge 90 && ${VIRT_MAIL_NO_ORDER:-} != 1 ]] \
         && [[ -f scripts/hot-symbols.txt && $target_dir != *[[:space:]]* ]] \

@@ -27,11 +27,14 @@ const PROGRESS_OPS: i32 = 10_000;
 /// process rebuilds the WAL index by reading the whole WAL, so it must stay small; each
 /// checkpoint costs a database fsync, so not too small (measured: 64–256 KiB is flat).
 const WAL_LIMIT: u64 = 256 * 1024;
-/// One delivery touches a few pages of each index and then the message's overflow pages,
-/// each once: SQLite's default 2 MiB cache only held those, 1 MiB of RSS per MiB of message
-/// up to its size. 256 KiB keeps the B-tree paths of a Verify and an INSERT (64 pages of 4
-/// KiB); measured: no change in time, peak RSS 1.2 MiB less at 1 MiB and 1.9 at 20 MiB.
-const CACHE_SIZE: &str = "PRAGMA cache_size = -256";
+/// The connection's own settings (no I/O): commits durable before we report delivery; no
+/// automatic checkpoint (see `open`); and a 256 KiB page cache: one delivery touches a few
+/// pages of each index and then the message's overflow pages, each once, so SQLite's default
+/// 2 MiB cache only held those, 1 MiB of RSS per MiB of message. 256 KiB keeps the B-tree
+/// paths of a Verify and an INSERT (64 pages of 4 KiB); measured: no change in time, peak
+/// RSS 1.2 MiB less at 1 MiB and 1.9 at 20 MiB.
+const SETTINGS: &str =
+    "PRAGMA synchronous = FULL; PRAGMA wal_autocheckpoint = 0; PRAGMA cache_size = -256";
 /// How long that checkpoint may wait for other connections before it is left for later.
 const CHECKPOINT_WAIT: Duration = Duration::from_millis(200);
 
@@ -55,14 +58,13 @@ impl Sqlite {
             // large (see `after_commit`), which also bounds what each new process must read
             // to rebuild the WAL index.
             conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)?;
-            conn.execute_batch("PRAGMA wal_autocheckpoint = 0")?;
+            conn.execute_batch(SETTINGS)?;
             let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0))?;
             if !mode.eq_ignore_ascii_case("wal") {
                 let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
                 crate::debug!("sqlite: journal_mode set to {mode}");
             }
-            conn.execute_batch(CACHE_SIZE)?;
-            conn.execute_batch("PRAGMA synchronous = FULL")
+            Ok(())
         };
         // Opening while another process switches the journal mode or rebuilds the WAL index
         // can report SQLITE_BUSY without consulting the busy handler: retry until the limit.
