@@ -267,7 +267,7 @@ pub fn mask_dsn(dsn: &str) -> String {
     mask_all(dsn, &dsn_secrets(dsn))
 }
 
-fn percent_decode(s: &str) -> String {
+pub(crate) fn percent_decode(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

@@ -2,9 +2,9 @@
 //! parameters only, reduces its driver's errors to `DbError` (step, transient or permanent,
 //! SQLSTATE), and leaves policy — what a row means, when to commit — to `app.rs`.
 //!
-//! The DSN picks the backend: `sqlite:PATH`, `postgres://…`, `mysql://…`, or else an ODBC
-//! connect string. Each backend is a cargo feature; a DSN for one that was not built in says
-//! so by name.
+//! The DSN picks the backend: `sqlite:PATH`, `postgres://…`, `mysql://…`, `virtuoso://…` or
+//! the original's `HOST=…` form (Virtuoso's own protocol), or else an ODBC connect string.
+//! Each backend is a cargo feature; a DSN for one that was not built in says so by name.
 
 use std::time::Duration;
 
@@ -20,6 +20,8 @@ mod odbc;
 mod postgres;
 #[cfg(feature = "sqlite")]
 mod sqlite;
+#[cfg(feature = "virtuoso")]
+mod virtuoso;
 
 /// The first row a statement returned, each column as a macro value (`$1`, `$2`, …).
 pub type Row = Vec<Value<'static>>;
@@ -57,6 +59,9 @@ pub enum Target<'a> {
     Sqlite(&'a str),
     Postgres,
     Mysql,
+    /// Virtuoso's own protocol: a `virtuoso://` URL, or the original's `HOST=…` string
+    /// (what `HOST`/`PORT`/`UID`/`PWD` compose) when this build has the native client.
+    Virtuoso,
     Odbc,
 }
 
@@ -70,6 +75,10 @@ impl<'a> Target<'a> {
             Target::Postgres
         } else if lower.starts_with("mysql://") || lower.starts_with("mariadb://") {
             Target::Mysql
+        } else if lower.starts_with("virtuoso://")
+            || (cfg!(feature = "virtuoso") && is_originals_virtuoso_form(dsn))
+        {
+            Target::Virtuoso
         } else {
             Target::Odbc
         }
@@ -82,6 +91,7 @@ impl<'a> Target<'a> {
         feature = "sqlite",
         feature = "postgres",
         feature = "mysql",
+        feature = "virtuoso",
         feature = "odbc"
     )),
     allow(unused_variables)
@@ -100,6 +110,10 @@ pub fn connect(dsn: &str, limits: Limits) -> Result<Box<dyn Backend>, DbError> {
         Target::Mysql => Ok(Box::new(mysql::Mysql::connect(dsn, limits)?)),
         #[cfg(not(feature = "mysql"))]
         Target::Mysql => Err(not_built("MySQL/MariaDB", "mysql")),
+        #[cfg(feature = "virtuoso")]
+        Target::Virtuoso => Ok(Box::new(virtuoso::Virtuoso::connect(dsn, limits)?)),
+        #[cfg(not(feature = "virtuoso"))]
+        Target::Virtuoso => Err(not_built("Virtuoso's native protocol", "virtuoso")),
         #[cfg(feature = "odbc")]
         Target::Odbc => Ok(Box::new(odbc::Odbc::connect(
             &odbc_connect_string(dsn),
@@ -127,6 +141,7 @@ pub fn odbc_connect_string(dsn: &str) -> String {
         feature = "sqlite",
         feature = "postgres",
         feature = "mysql",
+        feature = "virtuoso",
         feature = "odbc"
     ),
     allow(dead_code)
@@ -137,6 +152,65 @@ fn not_built(name: &str, feature: &str) -> DbError {
         Retry::Transient,
         format!("this virt_mail was built without {name} support (cargo feature `{feature}`)"),
     )
+}
+
+/// The original's way to name a Virtuoso server: a `HOST` attribute, no `DRIVER` or
+/// `FILEDSN`, and no data source name or the placeholder `noname` it composed.
+pub fn is_originals_virtuoso_form(connect: &str) -> bool {
+    let attrs = crate::report::odbc_attributes(connect);
+    let get = |key: &str| {
+        attrs
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(key))
+            .map(|(_, v)| crate::report::odbc_unbrace(v))
+    };
+    get("HOST").is_some()
+        && get("DRIVER").is_none()
+        && get("FILEDSN").is_none()
+        && get("DSN").is_none_or(|d| d.is_empty() || d.eq_ignore_ascii_case("noname"))
+}
+
+/// The procedure call in a CheckReturn statement: an ODBC escape (`{?=call f(?)}`,
+/// `{call f(?)}`) and a leading `call` are taken off, and a trailing `;`.
+pub fn procedure_call(sql: &str) -> &str {
+    let mut body = sql.trim().trim_end_matches(';').trim_end();
+    if let Some(inner) = body.strip_prefix('{').and_then(|b| b.strip_suffix('}')) {
+        body = inner.trim();
+        if let Some(rest) = body.strip_prefix('?') {
+            body = rest
+                .trim_start()
+                .strip_prefix('=')
+                .unwrap_or(rest)
+                .trim_start();
+        }
+    }
+    if body
+        .get(..5)
+        .is_some_and(|w| w.eq_ignore_ascii_case("call "))
+    {
+        body = body[5..].trim_start();
+    }
+    body
+}
+
+/// Whether an SQLSTATE says that trying again later can succeed: connection (08), resources
+/// (53, 57), deadlock or serialization (40001, PostgreSQL's 40P01), timeouts, lock not
+/// available (55P03), read-only transaction (25006, a fail-over).
+pub fn sqlstate_is_transient(state: &str) -> bool {
+    state.starts_with("08")
+        || state.starts_with("57")
+        || state.starts_with("53")
+        || matches!(
+            state,
+            "40001" | "40P01" | "HYT00" | "HYT01" | "S1T00" | "HY008" | "55P03" | "25006"
+        )
+}
+
+/// Whether an SQLSTATE says the statement itself is wrong (syntax, unknown table or
+/// procedure, wrong parameters, unsupported feature): the configuration's fault.
+pub fn sqlstate_is_configuration(state: &str) -> bool {
+    let class = state.get(..2).unwrap_or("");
+    matches!(class, "42" | "37" | "3D" | "3F" | "07" | "0A" | "S0" | "IM") || state == "HYC00"
 }
 
 /// Whether a returned value equals the configured CheckReturn integer ("1", " 1 ", "1.0").
@@ -172,6 +246,28 @@ mod tests {
         assert_eq!(Target::of("mariadb://u@h/db"), Target::Mysql);
         assert_eq!(Target::of("DSN=Virtuoso;UID=dba"), Target::Odbc);
         assert_eq!(Target::of("Virtuoso"), Target::Odbc);
+        assert_eq!(Target::of("virtuoso://dba:dba@h:1111"), Target::Virtuoso);
+        let original = Target::of("DSN=noname;HOST=h:1111;UID=dba;PWD=dba");
+        if cfg!(feature = "virtuoso") {
+            assert_eq!(original, Target::Virtuoso);
+        } else {
+            assert_eq!(original, Target::Odbc);
+        }
+        assert_eq!(Target::of("DRIVER={/v.so};HOST=h:1111"), Target::Odbc);
+    }
+
+    #[test]
+    fn procedure_calls_lose_their_escape() {
+        for (written, call) in [
+            ("DB.DBA.NEW_MAIL(?, ?)", "DB.DBA.NEW_MAIL(?, ?)"),
+            ("{?=call f(?)}", "f(?)"),
+            ("{ ? = call f(?) };", "f(?)"),
+            ("{call f(?)}", "f(?)"),
+            ("CALL f(?)", "f(?)"),
+            ("SELECT f(?)", "SELECT f(?)"),
+        ] {
+            assert_eq!(procedure_call(written), call, "{written}");
+        }
     }
 
     #[test]

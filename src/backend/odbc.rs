@@ -58,7 +58,7 @@ use super::{Backend, Limits, Row};
 use crate::config::Statement;
 use crate::error::{DbError, DbStep, Retry, one_line};
 use crate::macros::{Macros, Placeholder, Value};
-use crate::report::{dsn_secrets, mask_all, odbc_attributes, odbc_unbrace};
+use crate::report::{dsn_secrets, mask_all, odbc_attributes};
 
 /// Where the Virtuoso ODBC driver usually is (Debian/Ubuntu multiarch, other distributions,
 /// OpenLink's own builds). `VIRT_MAIL_VIRTUOSO_DRIVER` overrides the search.
@@ -193,14 +193,7 @@ fn diagnostics(handle_type: HandleType, handle: Handle) -> Vec<Diagnostic> {
 
 /// Whether a record says that trying again later can succeed.
 fn transient(dbms: Dbms, d: &Diagnostic) -> bool {
-    let state = d.state.as_str();
-    let by_state = state.starts_with("08")
-        || state.starts_with("57")
-        || state.starts_with("53")
-        || matches!(
-            state,
-            "40001" | "40P01" | "HYT00" | "HYT01" | "S1T00" | "HY008" | "55P03" | "25006"
-        );
+    let by_state = super::sqlstate_is_transient(&d.state);
     let by_native = match dbms {
         // Server and client error numbers: lock wait, deadlock, too many connections, server
         // gone or shutting down, read-only (fail-over), interrupted or timed-out query,
@@ -238,13 +231,10 @@ fn transient(dbms: Dbms, d: &Diagnostic) -> bool {
 /// wrong parameters, unsupported feature): the configuration's fault, whenever the driver
 /// happens to notice it.
 fn configuration(dbms: Dbms, d: &Diagnostic) -> bool {
-    let state = d.state.as_str();
-    let class = state.get(..2).unwrap_or("");
-    matches!(class, "42" | "37" | "3D" | "3F" | "07" | "0A" | "S0" | "IM")
-        || state == "HYC00"
+    super::sqlstate_is_configuration(&d.state)
         // SQLite ODBC reports prepare failures (syntax, no such table) as HY000/SQLITE_ERROR,
         // sometimes only when the statement runs.
-        || (dbms == Dbms::Sqlite && state == "HY000" && d.native == 1)
+        || (dbms == Dbms::Sqlite && d.state == "HY000" && d.native == 1)
 }
 
 /// A driver failure as a `DbError`: every record in the message, the first error's SQLSTATE
@@ -326,24 +316,14 @@ enum Resolved {
 /// `DRIVER` (or `FILEDSN`), and no data source name or the placeholder `noname` the original
 /// composed. The rewrite names the driver and keeps every other attribute as written.
 fn resolve(connect: &str, virtuoso_driver: Option<&str>) -> Resolved {
-    let attrs = odbc_attributes(connect);
-    let has = |key: &str| attrs.iter().any(|(k, _)| k.eq_ignore_ascii_case(key));
-    let dsn = attrs
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case("DSN"))
-        .map(|(_, v)| odbc_unbrace(v));
-    let original = has("HOST")
-        && !has("DRIVER")
-        && !has("FILEDSN")
-        && dsn.is_none_or(|d| d.is_empty() || d.eq_ignore_ascii_case("noname"));
-    if !original {
+    if !super::is_originals_virtuoso_form(connect) {
         return Resolved::AsGiven;
     }
     let Some(driver) = virtuoso_driver else {
         return Resolved::NoVirtuosoDriver;
     };
     let mut out = format!("DRIVER={{{driver}}}");
-    for (k, v) in attrs {
+    for (k, v) in odbc_attributes(connect) {
         if !k.eq_ignore_ascii_case("DSN") {
             out.push(';');
             out.push_str(k);
@@ -370,24 +350,7 @@ fn virtuoso_driver() -> Option<String> {
 /// `{?=call …}` around a configured procedure call (`DB.DBA.CHECK_USER(?)`, or with a
 /// leading `call`). PostgreSQL gets `{call …}`: see the module comment.
 fn call_escape(sql: &str, dbms: Dbms) -> String {
-    let mut body = sql.trim().trim_end_matches(';').trim_end();
-    // Already written as an escape (`{?=call f(?)}`, `{call f(?)}`): take the call out of it.
-    if let Some(inner) = body.strip_prefix('{').and_then(|b| b.strip_suffix('}')) {
-        body = inner.trim();
-        if let Some(rest) = body.strip_prefix('?') {
-            body = rest
-                .trim_start()
-                .strip_prefix('=')
-                .unwrap_or(rest)
-                .trim_start();
-        }
-    }
-    if body
-        .get(..5)
-        .is_some_and(|w| w.eq_ignore_ascii_case("call "))
-    {
-        body = body[5..].trim_start();
-    }
+    let body = super::procedure_call(sql);
     match dbms {
         Dbms::PostgreSql => format!("{{call {body}}}"),
         _ => format!("{{?=call {body}}}"),

@@ -60,6 +60,10 @@ fn server_stores() -> Vec<(Box<dyn Store>, &'static str)> {
         if let Some(s) = stores::require("odbc virtuoso", stores::odbc::Odbc::virtuoso_from_env()) {
             all.push((Box::new(s), "virtuoso"));
         }
+        #[cfg(feature = "virtuoso")]
+        if let Some(s) = stores::require("virtuoso", stores::virtuoso::Native::from_env()) {
+            all.push((Box::new(s), "virtuoso"));
+        }
     }
     all
 }

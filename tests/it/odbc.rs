@@ -178,7 +178,13 @@ fn the_originals_default_configuration_delivers_into_virtuoso_mail() {
 fn the_drivers_tcp_socket_gets_no_delay() {
     let Some(store) = virtuoso() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let config = shipped_config();
+    // A DRIVER string: the HOST/PORT form goes to the native client when it is built in.
+    let (host, port) = virtuoso_address();
+    let driver = std::env::var("VIRT_MAIL_TEST_VIRTUOSO_DRIVER").unwrap();
+    let config = shipped_config().replace(
+        "[Options]\n",
+        &format!("[Options]\nDSN = DRIVER={{{driver}}};HOST={host}:{port};UID=dba;PWD=dba\n"),
+    );
     let rows = MailRows {
         store: &store,
         token: token(),
@@ -470,7 +476,9 @@ fn no_server_defers() {
     }
 }
 
-/// The Virtuoso form needs the Virtuoso driver; a wrong path says so and defers.
+/// Without the native client, the Virtuoso form needs the Virtuoso driver; a wrong path
+/// says so and defers. (With it, see `the_originals_form_needs_no_driver_with_the_native_client`.)
+#[cfg(not(feature = "virtuoso"))]
 #[test]
 fn a_missing_virtuoso_driver_defers_with_a_clear_message() {
     let dir = tempfile::tempdir().unwrap();
@@ -487,6 +495,34 @@ fn a_missing_virtuoso_driver_defers_with_a_clear_message() {
         err.contains("DB_Connect") && err.contains("virtodbc_r.so"),
         "{err}"
     );
+}
+
+/// With the native client built in, the original's HOST/PORT form speaks Virtuoso's own
+/// protocol: a missing ODBC driver does not matter, and nothing loads libodbc.
+#[cfg(feature = "virtuoso")]
+#[test]
+fn the_originals_form_needs_no_driver_with_the_native_client() {
+    let Some(store) = virtuoso() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let rows = MailRows {
+        store: &store,
+        token: token(),
+    };
+    let config = format!(
+        "{}[Environment]\nVIRT_MAIL_VIRTUOSO_DRIVER = /nonexistent/virtodbc_r.so\n",
+        shipped_config()
+    );
+    let body = format!("Subject: {} native\r\n\r\nnative\r\n", rows.token);
+    let out = run_in(dir.path(), &config)
+        .args(["--debug", "-l", "dba"])
+        .stdin(body.clone())
+        .expect(0);
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("(native protocol)") && !err.contains("odbc:"),
+        "did not go native: {err}"
+    );
+    assert_eq!(rows.rows().last().unwrap().2, body.into_bytes());
 }
 
 /// SPEC §6: CheckReturn is `{?=call …}`; a driver that cannot call procedures makes it a

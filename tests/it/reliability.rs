@@ -192,6 +192,16 @@ fn targets() -> Vec<Target> {
             }
         }
     }
+    #[cfg(all(feature = "odbc", feature = "virtuoso"))]
+    if let Some(s) = stores::require("virtuoso", stores::virtuoso::Native::from_env()) {
+        all.push(Target {
+            name: "virtuoso",
+            store: Box::new(s),
+            db: Db::Virtuoso,
+            odbc: false,
+            server: Some("virtuoso"),
+        });
+    }
     all.retain(|t| selected("VIRT_MAIL_FAULT_TARGETS", t.name));
     all
 }
@@ -1390,7 +1400,8 @@ impl Holder {
                 let env = odbc_api::environment().unwrap();
                 let conn = env
                     .connect_with_connection_string(
-                        &target.store.dsn(),
+                        // The ODBC data source, also when virt_mail goes native.
+                        &stores::odbc::Odbc::virtuoso_from_env().unwrap().dsn(),
                         odbc_api::ConnectionOptions::default(),
                     )
                     .unwrap();
@@ -2545,7 +2556,7 @@ fn concurrency() {
         // SQLite file, PostgreSQL, MariaDB and Virtuoso at least; the other ODBC ways in full.
         let wanted = matches!(
             target.name,
-            "sqlite" | "postgres" | "mariadb" | "odbc-virtuoso"
+            "sqlite" | "postgres" | "mariadb" | "virtuoso" | "odbc-virtuoso"
         );
         if !wanted && !all_targets {
             continue;
@@ -2736,16 +2747,17 @@ fn cut_at_commit(
     store: Box<dyn Store>,
     db: Db,
     odbc: bool,
-    port_var: &str,
+    port: u16,
     cut: Cut,
 ) {
-    let port = env_port(port_var);
     let dsn = store.dsn();
     // The same data source through the relay: an ODBC `Port=` attribute (the last one
-    // wins), or the port in a URL.
+    // wins), or the port in a URL (before its path, or at its end).
     let dsn_through = |relay: u16| {
         if odbc {
             format!("{dsn};Port={relay}")
+        } else if let Some(head) = dsn.strip_suffix(&format!(":{port}")) {
+            format!("{head}:{relay}")
         } else {
             dsn.replace(&format!(":{port}/"), &format!(":{relay}/"))
         }
@@ -2815,7 +2827,7 @@ fn postgres_connection_cut_before_commit_defers() {
             Box::new(s),
             Db::Postgres,
             false,
-            "VIRT_MAIL_TEST_PG_PORT",
+            env_port("VIRT_MAIL_TEST_PG_PORT"),
             cut,
         );
     }
@@ -2831,8 +2843,27 @@ fn odbc_postgres_connection_cut_before_commit_defers() {
             Box::new(s),
             Db::Postgres,
             true,
-            "VIRT_MAIL_TEST_PG_PORT",
+            env_port("VIRT_MAIL_TEST_PG_PORT"),
             cut,
+        );
+    }
+}
+
+/// Virtuoso's own protocol: the relay cuts the connection as the COMMIT (`TRXC`) request
+/// goes out, so the server never sees it and rolls the Deliver back.
+#[cfg(all(feature = "odbc", feature = "virtuoso"))]
+#[test]
+fn virtuoso_connection_cut_at_commit_defers() {
+    if let Some(s) = stores::require("virtuoso", stores::virtuoso::Native::from_env()) {
+        let host = std::env::var("VIRT_MAIL_TEST_VIRTUOSO_HOST").unwrap();
+        let port = host.rsplit_once(':').unwrap().1.parse().unwrap();
+        cut_at_commit(
+            "virtuoso",
+            Box::new(s),
+            Db::Virtuoso,
+            false,
+            port,
+            Cut::BeforeClient(b"TRXC"),
         );
     }
 }
@@ -2847,7 +2878,7 @@ fn mariadb_connection_cut_at_commit_defers() {
             Box::new(s),
             Db::Mariadb,
             false,
-            "VIRT_MAIL_TEST_MYSQL_PORT",
+            env_port("VIRT_MAIL_TEST_MYSQL_PORT"),
             cut,
         );
     }
@@ -2863,7 +2894,7 @@ fn odbc_mariadb_connection_cut_at_commit_defers() {
             Box::new(s),
             Db::Mariadb,
             true,
-            "VIRT_MAIL_TEST_MYSQL_PORT",
+            env_port("VIRT_MAIL_TEST_MYSQL_PORT"),
             cut,
         );
     }

@@ -594,6 +594,13 @@ scenarios!(
         .map(|s| Box::new(s) as Box<dyn crate::stores::Store>)
 );
 
+#[cfg(all(feature = "odbc", feature = "virtuoso"))]
+scenarios!(
+    virtuoso,
+    stores::require("virtuoso", stores::virtuoso::Native::from_env())
+        .map(|s| Box::new(s) as Box<dyn crate::stores::Store>)
+);
+
 #[cfg(feature = "odbc")]
 scenarios!(
     odbc_virtuoso,

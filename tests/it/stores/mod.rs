@@ -13,6 +13,8 @@ pub mod odbc;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 pub mod sqlite;
+#[cfg(all(feature = "odbc", feature = "virtuoso"))]
+pub mod virtuoso;
 
 /// One row value as the test's client read it (NULL is `None`).
 pub type Cell = Option<Vec<u8>>;
