@@ -499,10 +499,16 @@ fn virtuoso_sql(connect: &str, statements: &[&str]) -> Result<(), String> {
     Ok(())
 }
 
-/// Virtuoso: our ODBC backend and the original, one config file (HOST/PORT/UID/PWD, which
-/// both turn into a connection to the Virtuoso server), one table.
+/// Virtuoso, one server, one table: ours natively and the original with one config file
+/// (HOST/PORT/UID/PWD, which both turn into a connection to the Virtuoso server), and ours
+/// through the Virtuoso ODBC driver (a `DRIVER=` string, with the `odbc` build).
 #[cfg(feature = "odbc")]
-fn virtuoso_rows(dir: &Path, bin: &str, specs: &mut Vec<Spec>, notes: &mut Vec<String>) {
+fn virtuoso_rows(
+    dir: &Path,
+    (bin, odbc_bin): (&str, &str),
+    specs: &mut Vec<Spec>,
+    notes: &mut Vec<String>,
+) {
     let (Some(host), Some(driver)) = (
         env("VIRT_MAIL_TEST_VIRTUOSO_HOST"),
         env("VIRT_MAIL_TEST_VIRTUOSO_DRIVER"),
@@ -532,12 +538,29 @@ fn virtuoso_rows(dir: &Path, bin: &str, specs: &mut Vec<Spec>, notes: &mut Vec<S
             "[Options]\nHOST = {address}\nPORT = {port}\nUID = dba\nPWD = dba\n{SERVER_OPTIONS}"
         ),
     );
+    let odbc_config = write_config(
+        dir,
+        "virtuoso-odbc",
+        &format!(
+            "[Options]\nDSN = DRIVER={{{driver}}};HOST={host};UID=dba;PWD=dba\n{SERVER_OPTIONS}"
+        ),
+    );
     let cleanup = move || {
         let _ = virtuoso_sql(&connect, &["DELETE FROM bench_message"]);
     };
     let cleanup = Arc::new(cleanup);
     let c = cleanup.clone();
-    specs.push(ours_spec("virt_mail odbc virtuoso", Kind::Ours, bin, &config).cleanup(move || c()));
+    specs.push(ours_spec("virt_mail virtuoso", Kind::Ours, bin, &config).cleanup(move || c()));
+    let c = cleanup.clone();
+    specs.push(
+        ours_spec(
+            "virt_mail odbc virtuoso",
+            Kind::Ours,
+            odbc_bin,
+            &odbc_config,
+        )
+        .cleanup(move || c()),
+    );
     let original = env_or("BENCH_ORIGINAL", "/usr/bin/virt_mail");
     if Path::new(&original).exists() {
         let c = cleanup.clone();
@@ -558,8 +581,11 @@ fn virtuoso_rows(dir: &Path, bin: &str, specs: &mut Vec<Spec>, notes: &mut Vec<S
 }
 
 #[cfg(not(feature = "odbc"))]
-fn virtuoso_rows(_: &Path, _: &str, _: &mut Vec<Spec>, notes: &mut Vec<String>) {
-    notes.push("ODBC → Virtuoso and the original: built without the `odbc` feature".into());
+fn virtuoso_rows(_: &Path, _: (&str, &str), _: &mut Vec<Spec>, notes: &mut Vec<String>) {
+    notes.push(
+        "Virtuoso and the original: the bench sets Virtuoso up through ODBC (feature `odbc`)"
+            .into(),
+    );
 }
 
 /// `pgbench -C`: PostgreSQL's own cost of a connection (fork of a backend, authentication)
@@ -904,7 +930,7 @@ fn main() {
     // with its own build (default: the one cargo built) so the other rows can be measured
     // as installed by default (`BENCH_BIN`, bench/run.sh: a default-features build).
     let odbc_bin = env_or("BENCH_BIN_ODBC", BUILT_BIN);
-    virtuoso_rows(dir.path(), &odbc_bin, &mut specs, &mut notes);
+    virtuoso_rows(dir.path(), (&bin, &odbc_bin), &mut specs, &mut notes);
     // Other builds of virt_mail (scratch builds to compare), each on the rows of ours that
     // BENCH_EXTRA_FOR names (default: sqlite).
     let extra_for = env_or("BENCH_EXTRA_FOR", "sqlite");
@@ -1202,15 +1228,22 @@ fn acceptance(rows: &[Row]) -> Vec<String> {
         s.dedup();
         s
     };
-    for &size in &sizes {
+    let virtuoso = [
+        ("Virtuoso", "virt_mail virtuoso"),
+        ("ODBC→Virtuoso", "virt_mail odbc virtuoso"),
+    ];
+    for ((label, row), &size) in virtuoso
+        .iter()
+        .flat_map(|r| sizes.iter().map(move |s| (r, s)))
+    {
         let (o, v) = (
             median("original virt_mail virtuoso", size),
-            median("virt_mail odbc virtuoso", size),
+            median(row, size),
         );
         if o.is_some() || v.is_some() {
             check(
                 format!(
-                    "ODBC→Virtuoso {} ≤ 0.5 × the original: {} vs 0.5 × {}{}",
+                    "{label} {} ≤ 0.5 × the original: {} vs 0.5 × {}{}",
                     human(size),
                     ms(v),
                     ms(o),

@@ -77,7 +77,7 @@ if [[ ${SKIP_SERVERS:-} != 1 ]]; then
     step "benchmark harness, smoke run"
     BENCH_STRICT=1 BENCH_RUNS=10 BENCH_SIZES=2048 BENCH_PARALLEL=0 BENCH_SVG= \
         BENCH_BIN=$release_bin \
-        BENCH_ONLY="/bin/true,virt_mail sqlite,virt_mail postgres socket,virt_mail postgres pgbouncer socket,virt_mail mariadb socket,virt_mail odbc virtuoso,original virt_mail virtuoso" \
+        BENCH_ONLY="/bin/true,virt_mail sqlite,virt_mail postgres socket,virt_mail postgres pgbouncer socket,virt_mail mariadb socket,virt_mail virtuoso,virt_mail odbc virtuoso,original virt_mail virtuoso" \
         cargo bench "${features[@]}" --bench deliver
 fi
 

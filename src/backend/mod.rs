@@ -21,7 +21,7 @@ mod postgres;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 #[cfg(feature = "virtuoso")]
-mod virtuoso;
+pub mod virtuoso;
 
 /// The first row a statement returned, each column as a macro value (`$1`, `$2`, …).
 pub type Row = Vec<Value<'static>>;

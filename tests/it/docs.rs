@@ -185,6 +185,60 @@ fn the_mysql_example_delivers_as_documented() {
     );
 }
 
+/// examples/virtuoso/schema.sql and tables.ini, natively; the tables get a private prefix.
+#[cfg(all(feature = "odbc", feature = "virtuoso"))]
+#[test]
+fn the_virtuoso_example_delivers_as_documented() {
+    use crate::stores::{self, Store};
+    let Some(store) = stores::require("virtuoso", stores::virtuoso::Native::from_env()) else {
+        return;
+    };
+    let p = stores::unique_prefix();
+    let private = |sql: &str| {
+        [
+            ("TABLE mailbox", format!("TABLE {p}_mailbox")),
+            ("ON mailbox", format!("ON {p}_mailbox")),
+            ("REFERENCES mailbox", format!("REFERENCES {p}_mailbox")),
+            ("FROM mailbox", format!("FROM {p}_mailbox")),
+            ("TABLE message", format!("TABLE {p}_message")),
+            ("ON message", format!("ON {p}_message")),
+            ("INTO message", format!("INTO {p}_message")),
+            ("mailbox_address", format!("{p}_mailbox_address")),
+            ("message_folder", format!("{p}_message_folder")),
+        ]
+        .iter()
+        .fold(sql.to_string(), |s, (from, to)| s.replace(from, to))
+    };
+    for statement in private(include_str!("../../examples/virtuoso/schema.sql"))
+        .split(';')
+        .map(|s| {
+            s.lines()
+                .filter(|l| !l.trim_start().starts_with("--"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+        .filter(|s| !s.trim().is_empty())
+    {
+        store.exec(&statement);
+    }
+    store.exec(&format!(
+        "INSERT INTO {p}_mailbox (local, domain) VALUES ('alice', 'example.com')"
+    ));
+    let (_dir, message) = deliver_with_example(
+        &private(include_str!("../../examples/virtuoso/tables.ini")),
+        "DSN = virtuoso://vmail:secret@localhost:1111",
+        &store.dsn(),
+    );
+    let rows = store.query(&format!("SELECT folder, sender, body FROM {p}_message"));
+    store.exec(&format!("DROP TABLE {p}_message"));
+    store.exec(&format!("DROP TABLE {p}_mailbox"));
+    let cell = |i: usize| rows[0][i].clone().unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(cell(0), b"Inbox");
+    assert_eq!(cell(1), b"bob@example.org");
+    assert_eq!(cell(2), message);
+}
+
 /// Runs a delivery with `config` and returns the output.
 #[cfg(any(feature = "postgres", feature = "mysql"))]
 fn run_with(config: &std::path::Path, args: &[&str], body: Vec<u8>) -> std::process::Output {

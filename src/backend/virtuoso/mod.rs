@@ -14,7 +14,7 @@
 //! **Statements** run in one round trip each: the text and its parameters in one `EXEC`
 //! (no separate prepare). Values are always bound: texts as narrow strings (their bytes
 //! unchanged), the message and any binary value as data at execution — the server asks for
-//! it and it streams in pieces of `CHUNK` bytes — exactly as the ODBC driver sends
+//! it and it streams in pieces of 64 KiB — exactly as the ODBC driver sends
 //! `SQLPutData` values, so the same columns and procedures (`NEW_MAIL(varchar, any)`) store
 //! the same bytes, NUL and 8-bit bytes included, past the server's 10,000,000-byte string
 //! limit.
@@ -40,7 +40,7 @@
 //! classified like ODBC's: a wrong statement is a configuration error, a deadlock, timeout
 //! or lost connection defers.
 
-mod wire;
+pub mod wire;
 
 use std::io::{self, BufReader, BufWriter, Write};
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
@@ -57,8 +57,9 @@ use wire::Value as Wire;
 
 /// The version string the Virtuoso 7.2 ODBC driver announces at login.
 const CLIENT_VERSION: &[u8] = b"07.20.3229";
-/// Pieces of a value sent at execution.
-const CHUNK: usize = 1 << 20;
+/// Pieces of a value sent at execution. Interleaved runs on Virtuoso 7.2 (20 MiB messages):
+/// 8 KiB and 64 KiB pieces 43–44 ms per delivery, 1 MiB pieces 65 ms.
+const CHUNK: usize = 64 << 10;
 /// Added to StatementTimeout for the socket's own timeouts.
 const CLIENT_MARGIN: Duration = Duration::from_secs(5);
 
