@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # scripts/hot-symbols.sh — regenerates scripts/hot-symbols.txt, the functions one delivery
 # runs, which scripts/build-release.sh asks the linker to place first: those of a delivery
-# into SQLite, then those that one into PostgreSQL and one into MariaDB add (with the
+# into SQLite, then those that one into PostgreSQL, MariaDB and Virtuoso add (with the
 # servers of scripts/servers.sh; source its env.sh first, or only SQLite is traced).
 #
 # Why: a process touches each page of code it runs once, and the kernel maps 64 KiB around
@@ -80,6 +80,18 @@ if [[ -n ${VIRT_MAIL_TEST_MYSQL_SOCKET:-} ]]; then
     trace mariadb "$dir/mariadb.ini"
     my "DROP TABLE hot_message, hot_mailbox;"
     names+=(mariadb)
+fi
+if [[ -n ${VIRT_MAIL_TEST_VIRTUOSO_HOST:-} ]] && command -v isql-vt >/dev/null; then
+    vt() { isql-vt "$VIRT_MAIL_TEST_VIRTUOSO_HOST" dba dba "exec=$1" >/dev/null; }
+    vt "DROP TABLE hot_message; DROP TABLE hot_mailbox;" 2>/dev/null || true
+    vt "CREATE TABLE hot_mailbox (id INTEGER PRIMARY KEY, local VARCHAR(200) NOT NULL);
+        CREATE TABLE hot_message (id INTEGER IDENTITY PRIMARY KEY, mailbox_id INTEGER NOT NULL,
+            sender VARCHAR(700) NOT NULL, body LONG VARBINARY NOT NULL);
+        INSERT INTO hot_mailbox (id, local) VALUES (1, 'alice');"
+    server_config virtuoso "virtuoso://dba:dba@$VIRT_MAIL_TEST_VIRTUOSO_HOST"
+    trace virtuoso "$dir/virtuoso.ini"
+    vt "DROP TABLE hot_message; DROP TABLE hot_mailbox;"
+    names+=(virtuoso)
 fi
 
 # One group per backend, each without the functions an earlier group has: a delivery's
