@@ -255,26 +255,27 @@ impl Virtuoso {
             wire::put_str(out, b"");
             wire::put_int(out, 0);
         });
-        match self.answer(id).map_err(io_connect)? {
+        let answer = self.answer(id).map_err(io_connect)?;
+        if let Some(e) = error_of(&answer) {
+            return Err(DbError {
+                step: DbStep::Connect,
+                retry: Retry::Transient,
+                ..e
+            });
+        }
+        match answer {
             Wire::Array(_) => Ok(()),
             // The server answers a refused login with a bare 0 (the ODBC driver calls it
-            // `CL034: Bad login`), or with an error box.
+            // `CL034: Bad login`); other refusals are the error box above.
             Wire::Int(_) => Err(DbError::new(
                 DbStep::Connect,
                 Retry::Transient,
                 format!("Virtuoso refused the login of user {:?}", address.user),
             )
             .with_sqlstate("28000")),
-            other => Err(match error_of(&other) {
-                Some(e) => DbError {
-                    step: DbStep::Connect,
-                    retry: Retry::Transient,
-                    ..e
-                },
-                None => {
-                    connect_error("the server answered the login with something unexpected".into())
-                }
-            }),
+            _ => Err(connect_error(
+                "the server answered the login with something unexpected".into(),
+            )),
         }
     }
 
@@ -396,10 +397,14 @@ impl Virtuoso {
                     let value = usize::try_from(index)
                         .ok()
                         .and_then(|i| i.checked_sub(1))
-                        .and_then(|i| params.get(i))
-                        .ok_or_else(|| {
-                            protocol(DbStep::Execute, "asked for a parameter that does not exist")
-                        })?;
+                        .and_then(|i| params.get(i));
+                    let Some(value) = value else {
+                        self.broken = true;
+                        return Err(protocol(
+                            DbStep::Execute,
+                            "asked for a parameter that does not exist",
+                        ));
+                    };
                     self.send_data(value.as_bytes())
                         .map_err(|e| self.io_error(DbStep::Execute, e))?;
                 }
@@ -417,6 +422,8 @@ impl Virtuoso {
                     }));
                 }
                 other => {
+                    // Out of step from here on: nothing more can be read from this session.
+                    self.broken = true;
                     return Err(protocol(
                         DbStep::Execute,
                         &format!("answered a statement with an unknown item {other:?}"),
@@ -479,14 +486,11 @@ impl Virtuoso {
 
     fn io_error(&mut self, step: DbStep, e: io::Error) -> DbError {
         self.broken = true;
-        let what = match e.kind() {
-            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
-                "no answer from the server within StatementTimeout".to_string()
-            }
-            io::ErrorKind::UnexpectedEof => "the server closed the connection".to_string(),
-            _ => e.to_string(),
-        };
-        DbError::new(step, Retry::Transient, format!("Virtuoso: {what}"))
+        DbError::new(
+            step,
+            Retry::Transient,
+            format!("Virtuoso: {}", describe(&e, "StatementTimeout")),
+        )
     }
 }
 
@@ -609,7 +613,18 @@ fn connect_error(message: String) -> DbError {
 }
 
 fn io_connect(e: io::Error) -> DbError {
-    connect_error(e.to_string())
+    connect_error(describe(&e, "ConnectTimeout"))
+}
+
+/// An I/O failure in words an administrator reads: a timeout names the limit.
+fn describe(e: &io::Error, limit: &str) -> String {
+    match e.kind() {
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
+            format!("no answer from the server within {limit}")
+        }
+        io::ErrorKind::UnexpectedEof => "the server closed the connection".to_string(),
+        _ => e.to_string(),
+    }
 }
 
 fn lost(step: DbStep) -> DbError {
@@ -674,6 +689,145 @@ mod tests {
             "virtuoso://h/db",
         ] {
             assert!(address(bad).unwrap().is_err(), "{bad}");
+        }
+    }
+
+    /// A peer on loopback that answers each request with the next of `answers` (raw bytes;
+    /// `None` closes the connection instead): not a database, a hostile or broken server.
+    fn peer(answers: Vec<Option<Vec<u8>>>) -> String {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            let (stream, _) = listener.accept().unwrap();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut writer = stream;
+            for answer in answers {
+                if wire::read(&mut reader).is_err() {
+                    return;
+                }
+                match answer {
+                    Some(bytes) => writer.write_all(&bytes).unwrap(),
+                    None => return,
+                }
+            }
+        });
+        format!("virtuoso://dba:dba@127.0.0.1:{port}")
+    }
+
+    fn answer(id: i64, result: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        wire::put_array(&mut out, 4);
+        wire::put_int(&mut out, ANSWER);
+        wire::put_int(&mut out, id);
+        wire::put_array(&mut out, 1);
+        out.extend_from_slice(result);
+        wire::put_int(&mut out, 0);
+        out
+    }
+
+    fn identification() -> Vec<u8> {
+        let mut ids = Vec::new();
+        wire::put_array(&mut ids, 3);
+        wire::put_str(&mut ids, b"127.0.0.1:1111");
+        wire::put_str(&mut ids, b"127.0.0.1:1111:1\x001234");
+        wire::put_array(&mut ids, 0);
+        answer(0, &ids)
+    }
+
+    fn connect_to(dsn: &str) -> DbError {
+        let limits = Limits {
+            connect: Duration::from_secs(5),
+            statement: Duration::from_secs(5),
+        };
+        match Virtuoso::connect(dsn, limits) {
+            Ok(_) => panic!("connected"),
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn a_refused_or_broken_login_defers() {
+        let mut refusal = Vec::new();
+        wire::put_array(&mut refusal, 3);
+        wire::put_int(&mut refusal, qa::ERROR);
+        wire::put_str(&mut refusal, b"08004");
+        wire::put_str(&mut refusal, b"CL057: too many connections");
+        /// Name, the peer's answers (`None`: it hangs up), what the message must say.
+        type Case = (&'static str, Vec<Option<Vec<u8>>>, &'static str);
+        let cases: Vec<Case> = vec![
+            (
+                "error box",
+                vec![Some(identification()), Some(answer(1, &refusal))],
+                "CL057",
+            ),
+            (
+                "bad login",
+                vec![Some(identification()), Some(answer(1, b"\xbc\x00"))],
+                "refused the login",
+            ),
+            (
+                "closed",
+                vec![Some(identification()), None],
+                "closed the connection",
+            ),
+            (
+                "garbage",
+                vec![Some(b"\x07\x07\x07".to_vec())],
+                "unknown type",
+            ),
+            (
+                "wrong id",
+                vec![Some(answer(5, b"\xbc\x00"))],
+                "answered request",
+            ),
+            (
+                "no identity",
+                vec![Some(answer(0, b"\xbc\x00"))],
+                "did not identify",
+            ),
+        ];
+        for (name, answers, says) in cases {
+            let e = connect_to(&peer(answers));
+            assert_eq!(
+                (e.step, e.retry),
+                (DbStep::Connect, Retry::Transient),
+                "{name}: {e:?}"
+            );
+            assert!(e.message.contains(says), "{name}: {}", e.message);
+        }
+    }
+
+    #[test]
+    fn a_statement_answer_out_of_shape_defers() {
+        let mut login = Vec::new();
+        wire::put_array(&mut login, 1);
+        wire::put_int(&mut login, qa::LOGIN);
+        let mut odd = Vec::new();
+        wire::put_array(&mut odd, 1);
+        wire::put_int(&mut odd, 99);
+        let limits = Limits {
+            connect: Duration::from_secs(5),
+            statement: Duration::from_secs(5),
+        };
+        for (name, last, says) in [
+            ("unknown item", Some(answer(2, &odd)), "unknown item"),
+            ("closed", None, "closed the connection"),
+        ] {
+            let dsn = peer(vec![Some(identification()), Some(answer(1, &login)), last]);
+            let mut session = Virtuoso::connect(&dsn, limits).unwrap();
+            let e = session.exec("SELECT 1", &[], false).unwrap_err();
+            assert_eq!(
+                (e.step, e.retry),
+                (DbStep::Execute, Retry::Transient),
+                "{name}"
+            );
+            assert!(e.message.contains(says), "{name}: {}", e.message);
+            let again = session.exec("SELECT 1", &[], false).unwrap_err();
+            assert!(
+                again.message.contains("lost earlier"),
+                "{name}: {}",
+                again.message
+            );
         }
     }
 
