@@ -220,8 +220,7 @@ impl Virtuoso {
     }
 
     fn login(&mut self, address: &Address) -> Result<(), DbError> {
-        let id = self.call(|out| {
-            out.extend(b"\x15caller_identification");
+        let id = self.call("caller_identification", |out| {
             wire::put_array(out, 1);
             wire::put_int(out, 0);
         });
@@ -240,8 +239,7 @@ impl Virtuoso {
         digest.update(address.user.as_bytes());
         digest.update(address.password.as_bytes());
         let digest = digest.finalize();
-        let id = self.call(|out| {
-            out.extend(b"\x04SCON");
+        let id = self.call("SCON", |out| {
             wire::put_array(out, 4);
             wire::put_str(out, address.user.as_bytes());
             wire::put_str(out, &digest);
@@ -279,9 +277,9 @@ impl Virtuoso {
         }
     }
 
-    /// Sends a request: `[1, id, 0, SERVICE, args]`; `body` writes the service name (as a
-    /// short string, without its tag) and the arguments. Returns the request id.
-    fn call(&mut self, body: impl FnOnce(&mut Vec<u8>)) -> i64 {
+    /// Queues a request, `[1, id, 0, SERVICE, args]` (`args` writes the arguments' array),
+    /// and returns its id.
+    fn call(&mut self, service: &str, args: impl FnOnce(&mut Vec<u8>)) -> i64 {
         let id = self.next_id;
         self.next_id += 1;
         let mut out = Vec::with_capacity(256);
@@ -289,8 +287,8 @@ impl Virtuoso {
         wire::put_int(&mut out, 1);
         wire::put_int(&mut out, id);
         wire::put_int(&mut out, 0);
-        out.push(wire::tag::SHORT_STRING);
-        body(&mut out);
+        wire::put_str(&mut out, service.as_bytes());
+        args(&mut out);
         self.pending(out);
         id
     }
@@ -341,8 +339,7 @@ impl Virtuoso {
         let stmt = format!("s{}", self.next_id);
         let autocommit = i64::from(!self.transaction);
         let timeout_ms = self.timeout_ms;
-        let id = self.call(|out| {
-            out.extend(b"\x04EXEC");
+        let id = self.call("EXEC", |out| {
             wire::put_array(out, 6);
             wire::put_str(out, stmt.as_bytes());
             wire::put_str(out, sql.as_bytes());
@@ -449,8 +446,7 @@ impl Virtuoso {
 
     /// Closes a statement's cursor (`FRST`, "drop").
     fn close(&mut self, stmt: &str) -> io::Result<()> {
-        let id = self.call(|out| {
-            out.extend(b"\x04FRST");
+        let id = self.call("FRST", |out| {
             wire::put_array(out, 2);
             wire::put_str(out, stmt.as_bytes());
             wire::put_int(out, 1);
@@ -464,8 +460,7 @@ impl Virtuoso {
         if self.broken {
             return Err(lost(step));
         }
-        let id = self.call(|out| {
-            out.extend(b"\x04TRXC");
+        let id = self.call("TRXC", |out| {
             wire::put_array(out, 2);
             wire::put_int(out, i64::from(rollback));
             wire::put_int(out, 0);
