@@ -232,6 +232,11 @@ fn the_virtuoso_example_delivers_as_documented() {
     let rows = store.query(&format!("SELECT folder, sender, body FROM {p}_message"));
     store.exec(&format!("DROP TABLE {p}_message"));
     store.exec(&format!("DROP TABLE {p}_mailbox"));
+    // Virtuoso 7.2 replays named indexes created and dropped since its last checkpoint
+    // badly after a kill (the fault tests kill it): "Key without parts", then the next
+    // replay fails on SYS_KEY_PARTS and the server does not start. A checkpoint takes this
+    // test's DDL out of the transaction log.
+    store.exec("checkpoint");
     let cell = |i: usize| rows[0][i].clone().unwrap();
     assert_eq!(rows.len(), 1);
     assert_eq!(cell(0), b"Inbox");

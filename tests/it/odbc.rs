@@ -525,6 +525,38 @@ fn the_originals_form_needs_no_driver_with_the_native_client() {
     assert_eq!(rows.rows().last().unwrap().2, body.into_bytes());
 }
 
+/// A Verify with hundreds of rows: the native client takes the first, closes the cursor
+/// without fetching the rest, and the Deliver on the same connection reads only its own
+/// answers.
+#[cfg(feature = "virtuoso")]
+#[test]
+fn a_verify_with_many_rows_takes_the_first() {
+    let Some(store) = virtuoso() else { return };
+    let (host, port) = virtuoso_address();
+    let dir = tempfile::tempdir().unwrap();
+    let rows = MailRows {
+        store: &store,
+        token: token(),
+    };
+    // The recipient first, then every column name of the database (thousands of rows).
+    let config = format!(
+        "[Options]\nHOST = {host}\nPORT = {port}\n\
+         Verify = SELECT n FROM (SELECT 0 AS k, U_NAME AS n FROM WS.WS.SYS_DAV_USER \
+         WHERE U_NAME = '$local' UNION ALL SELECT 1 AS k, \"COLUMN\" AS n FROM DB.DBA.SYS_COLS) x \
+         ORDER BY k\n\
+         Deliver = {ORIGINAL_DELIVER}\n"
+    );
+    let body = format!("Subject: {} many\r\n\r\nmany rows\r\n", rows.token);
+    let out = run_in(dir.path(), &config)
+        .args(["-l", "dba"])
+        .stdin(body.clone())
+        .output();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stored = rows.rows();
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    assert_eq!(stored[0].2, body.into_bytes());
+}
+
 /// SPEC §6: CheckReturn is `{?=call …}`; a driver that cannot call procedures makes it a
 /// configuration error (78) that says so, never a crash or a 70.
 #[test]
