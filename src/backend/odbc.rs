@@ -4,9 +4,10 @@
 //! Why it looks the way it does:
 //! - **The original's own DSN.** `DSN=noname;HOST=h:p;UID=u;PWD=p` (what `HOST`/`PORT`/`UID`/
 //!   `PWD` compose) and `HOST=…` without a driver named the Virtuoso server at HOST: the original
-//!   embedded Virtuoso's client and ignored odbc.ini. Such a string is sent to the Virtuoso
-//!   ODBC driver (`VIRT_MAIL_VIRTUOSO_DRIVER`, else the usual install paths) as
-//!   `DRIVER=…;HOST=…;UID=…;PWD=…`. Named data sources are used as given.
+//!   embedded Virtuoso's client and ignored odbc.ini. With the `virtuoso` feature such a
+//!   string never gets here (`backend::virtuoso` speaks the protocol itself); without it, it
+//!   is sent to the Virtuoso ODBC driver (`VIRT_MAIL_VIRTUOSO_DRIVER`, else the usual install
+//!   paths) as `DRIVER=…;HOST=…;UID=…;PWD=…`. Named data sources are used as given.
 //! - **Values are always bound**, never spliced: texts as `SQL_VARCHAR`, the message (and any
 //!   binary value) as `SQL_LONGVARBINARY` sent at execution time in chunks (`SQLPutData`), so
 //!   no NUL or 8-bit byte is lost, the message is not copied and no driver column-size limit

@@ -557,6 +557,55 @@ fn a_verify_with_many_rows_takes_the_first() {
     assert_eq!(stored[0].2, body.into_bytes());
 }
 
+/// Verify columns of every common type become the same `$1` natively as through Virtuoso's
+/// ODBC driver (SPEC: each column as text, numbers as decimal text, NULL empty).
+#[cfg(feature = "virtuoso")]
+#[test]
+fn native_and_odbc_columns_read_alike() {
+    let Some(_store) = virtuoso() else { return };
+    let (host, port) = virtuoso_address();
+    let driver = std::env::var("VIRT_MAIL_TEST_VIRTUOSO_DRIVER").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let found = |dsn: &str, column: &str| {
+        let config = format!(
+            "[Options]\nDSN = {dsn}\nVerify = SELECT {column} FROM DB.DBA.SYS_USERS \
+             WHERE U_NAME = '$local'\nDeliver = x\n"
+        );
+        let out = run_in(dir.path(), &config)
+            .args(["--check", "-l", "dba"])
+            .output();
+        let stdout = text(&out.stdout);
+        stdout
+            .lines()
+            .find(|l| l.contains("found"))
+            .unwrap_or_else(|| panic!("{dsn}: {column}: {stdout}{}", text(&out.stderr)))
+            .to_string()
+    };
+    for column in [
+        "42",
+        "-7",
+        "3000000000",
+        "CAST(-123.45 AS DECIMAL(10,2))",
+        "CAST(2.5 AS DOUBLE PRECISION)",
+        "'caf\u{e9} \u{2603}'",
+        "N'caf\u{e9}'",
+        "NULL",
+        "stringdate('2026-12-04 21:02:18.092597')",
+        "stringdate('2026-12-04 21:02:18')",
+        "CAST('2000-02-29' AS DATE)",
+        "CAST('13:14:15' AS TIME)",
+        "dt_set_tz(stringdate('2026-12-04T01:02:18.5Z'), -300)",
+        "stringdate('2026-12-04T21:02:18+02:00')",
+    ] {
+        let native = found(&format!("virtuoso://dba:dba@{host}:{port}"), column);
+        let odbc = found(
+            &format!("DRIVER={{{driver}}};HOST={host}:{port};UID=dba;PWD=dba"),
+            column,
+        );
+        assert_eq!(native, odbc, "{column}");
+    }
+}
+
 /// SPEC §6: CheckReturn is `{?=call …}`; a driver that cannot call procedures makes it a
 /// configuration error (78) that says so, never a crash or a 70.
 #[test]

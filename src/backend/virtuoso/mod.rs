@@ -19,10 +19,11 @@
 //! the same bytes, NUL and 8-bit bytes included, past the server's 10,000,000-byte string
 //! limit.
 //!
-//! **Results.** The first row: integers, floats and decimals as text, strings and binaries
-//! as bytes (text when valid UTF-8), NULL empty. A date, time, IRI or long column's handle is
-//! a configuration error that names the column: cast it to `varchar` in the statement.
-//! Remaining rows are not fetched; the cursor is closed.
+//! **Results.** The first row: integers, floats, decimals, dates and times as text (dates as
+//! the ODBC driver writes them), strings and binaries as bytes (text when valid UTF-8), wide
+//! strings one byte per character as the driver's narrow interface gives them, NULL empty. An IRI or a long column's handle is a configuration error that names the column:
+//! cast it to `varchar` in the statement. Remaining rows are not fetched; the cursor is
+//! closed.
 //!
 //! **CheckReturn** runs the configured call as a statement (`NEW_MAIL(?, ?)`; an ODBC escape
 //! `{?=call …}` or a leading `call` is taken off) and compares the procedure's return value;
@@ -342,7 +343,7 @@ impl Virtuoso {
         let id = self.call("EXEC", |out| {
             wire::put_array(out, 6);
             wire::put_str(out, stmt.as_bytes());
-            wire::put_str(out, sql.as_bytes());
+            wire::put_str(out, escaped(sql).as_bytes());
             wire::put_int(out, 0); // no cursor name
             wire::put_array(out, 1); // one row of parameters
             wire::put_array(out, params.len());
@@ -541,6 +542,24 @@ fn open(address: &Address, limit: Duration) -> io::Result<TcpStream> {
     Err(last.unwrap_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no address")))
 }
 
+/// Statement text as Virtuoso's ODBC driver sends it: every byte outside ASCII as a `\xHH`
+/// escape, which the server reads back as that byte in a narrow literal and as UTF-8 in a
+/// wide one (`N'…'`). Sent raw, the text would be read as ISO-8859-1.
+fn escaped(sql: &str) -> std::borrow::Cow<'_, str> {
+    if sql.is_ascii() {
+        return sql.into();
+    }
+    let mut out = String::with_capacity(sql.len() + 16);
+    for b in sql.bytes() {
+        if b.is_ascii() {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out.into()
+}
+
 /// A row's columns as macro values.
 fn to_row(columns: &[Wire]) -> Result<Row, DbError> {
     columns
@@ -551,11 +570,16 @@ fn to_row(columns: &[Wire]) -> Result<Row, DbError> {
                 Wire::Null => Value::Text("".into()),
                 Wire::Int(n) => Value::Text(n.to_string().into()),
                 Wire::Float(f) => Value::Text(f.to_string().into()),
-                Wire::Wide(s) => Value::Text(s.clone().into()),
-                Wire::Str(b) | Wire::Bin(b) => match String::from_utf8(b.clone()) {
-                    Ok(s) => Value::Text(s.into()),
-                    Err(e) => Value::Bytes(e.into_bytes().into()),
-                },
+                // As the ODBC driver's narrow interface gives a wide string: one byte per
+                // character (ISO-8859-1, `?` beyond), the same bytes the server reads back
+                // from a narrow parameter. Raw bytes the text escapes in `N'…'` come back
+                // as they went.
+                Wire::Wide(s) => bytes_or_text(
+                    s.chars()
+                        .map(|c| u8::try_from(u32::from(c)).unwrap_or(b'?'))
+                        .collect(),
+                ),
+                Wire::Str(b) | Wire::Bin(b) => bytes_or_text(b.clone()),
                 Wire::Array(_) | Wire::Unsupported(_) => {
                     // The statement must change: a configuration error.
                     return Err(DbError::new(
@@ -563,8 +587,8 @@ fn to_row(columns: &[Wire]) -> Result<Row, DbError> {
                         Retry::Permanent,
                         format!(
                             "column {} of the result is of a type virt_mail does not read from \
-                             Virtuoso (a date, time, IRI or long column): cast it to varchar in \
-                             the statement",
+                             Virtuoso (an IRI or a long column): cast it to varchar in the \
+                             statement",
                             i + 1
                         ),
                     ));
@@ -572,6 +596,14 @@ fn to_row(columns: &[Wire]) -> Result<Row, DbError> {
             })
         })
         .collect()
+}
+
+/// Text when the bytes are UTF-8, else the bytes.
+fn bytes_or_text(bytes: Vec<u8>) -> Value<'static> {
+    match String::from_utf8(bytes) {
+        Ok(s) => Value::Text(s.into()),
+        Err(e) => Value::Bytes(e.into_bytes().into()),
+    }
 }
 
 /// An error item (`[3, SQLSTATE, message]`) as a `DbError` for the Execute step.
@@ -847,6 +879,16 @@ mod tests {
         assert!(error_of(&Wire::Array(vec![Wire::Int(7), Wire::Int(1)])).is_none());
     }
 
+    /// The bytes libvirtodbc0 sent for `SELECT N'café', 'café'` (strace).
+    #[test]
+    fn statement_text_escapes_bytes_outside_ascii_as_the_driver_does() {
+        assert_eq!(
+            escaped("SELECT N'caf\u{e9}', 'caf\u{e9}'"),
+            "SELECT N'caf\\xc3\\xa9', 'caf\\xc3\\xa9'"
+        );
+        assert!(matches!(escaped("SELECT 1"), std::borrow::Cow::Borrowed(_)));
+    }
+
     #[test]
     fn rows_become_text_except_binary() {
         let row = to_row(&[
@@ -855,6 +897,7 @@ mod tests {
             Wire::Str(b"alice".to_vec()),
             Wire::Bin(vec![0xff, 0]),
             Wire::Float(1.5),
+            Wire::Wide("caf\u{c3}\u{a9} \u{2603}".into()),
         ])
         .unwrap();
         let texts: Vec<_> = row.iter().map(|v| v.as_bytes().to_vec()).collect();
@@ -865,10 +908,11 @@ mod tests {
                 vec![],
                 b"alice".to_vec(),
                 vec![0xff, 0],
-                b"1.5".to_vec()
+                b"1.5".to_vec(),
+                "caf\u{e9} ?".as_bytes().to_vec()
             ]
         );
         assert!(matches!(row[3], Value::Bytes(_)));
-        assert!(to_row(&[Wire::Unsupported(211)]).is_err());
+        assert!(to_row(&[Wire::Unsupported(243)]).is_err());
     }
 }

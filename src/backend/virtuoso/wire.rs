@@ -257,10 +257,7 @@ fn read_at(r: &mut impl Read, depth: u32) -> io::Result<Value> {
             }
             Value::Array(items)
         }
-        t if tag::DATETIMES.contains(&t) => {
-            let _: [u8; 10] = fixed(r)?;
-            Value::Unsupported(t)
-        }
+        t if tag::DATETIMES.contains(&t) => Value::Str(datetime(&fixed(r)?).into_bytes()),
         tag::NUMERIC => {
             let len = byte(r)? as usize;
             Value::Str(decimal(&bytes(r, len)?).into_bytes())
@@ -284,6 +281,75 @@ fn read_at(r: &mut impl Read, depth: u32) -> io::Result<Value> {
         }
         other => return Err(invalid(&format!("a value of unknown type {other}"))),
     })
+}
+
+/// A date, time or timestamp as text, the way Virtuoso's ODBC driver writes it:
+/// `2026-12-04 21:02:18.092597`, `2000-02-29`, `13:14:15`, and a zone suffix (`Z`,
+/// `+02:00`) on values that carry one. The 10 bytes: a day number (3, signed; day 1 is
+/// 0001-01-01, Julian calendar before 1582-10-15), then hour (5 bits; the top bit marks a
+/// value without a zone), minute (6), second (6), microseconds (20), the kind (3 bits:
+/// 1 datetime, 2 date, 3 time) and the zone's offset in minutes (11, signed). A value with a
+/// zone is stored in GMT and shown at its offset.
+fn datetime(b: &[u8; 10]) -> String {
+    let day = i64::from(i32::from_be_bytes([b[0], b[1], b[2], 0]) >> 8);
+    let zoneless = b[3] & 0x80 != 0;
+    let hour = i64::from(b[3] & 0x1f);
+    let minute = i64::from(b[4] >> 2);
+    let second = (u32::from(b[4] & 3) << 4) | u32::from(b[5] >> 4);
+    let micros = (u32::from(b[5] & 0xf) << 16) | (u32::from(b[6]) << 8) | u32::from(b[7]);
+    let kind = b[8] >> 5;
+    let raw_offset = (i64::from(b[8] & 7) << 8) | i64::from(b[9]);
+    let offset = if raw_offset & 0x400 != 0 {
+        raw_offset - 0x800
+    } else {
+        raw_offset
+    };
+    let mut minutes = day * 1440 + hour * 60 + minute;
+    if !zoneless {
+        minutes += offset;
+    }
+    let (year, month, mday) = civil(minutes.div_euclid(1440) + 1_721_423);
+    let (hour, minute) = (minutes.rem_euclid(1440) / 60, minutes.rem_euclid(60));
+    let fraction = match micros {
+        0 => String::new(),
+        m if m % 1000 == 0 => format!(".{:03}", m / 1000),
+        m => format!(".{m:06}"),
+    };
+    let zone = match (zoneless, offset) {
+        (true, _) => String::new(),
+        (false, 0) => "Z".into(),
+        (false, o) => format!(
+            "{}{:02}:{:02}",
+            if o < 0 { '-' } else { '+' },
+            o.abs() / 60,
+            o.abs() % 60
+        ),
+    };
+    let date = format!("{year:04}-{month:02}-{mday:02}");
+    let time = format!("{hour:02}:{minute:02}:{second:02}{fraction}");
+    match kind {
+        2 => format!("{date}{zone}"),
+        3 => format!("{time}{zone}"),
+        _ => format!("{date} {time}{zone}"),
+    }
+}
+
+/// The calendar date of a Julian day number: Gregorian from 1582-10-15, Julian before.
+fn civil(jdn: i64) -> (i64, i64, i64) {
+    let (b, c) = if jdn >= 2_299_161 {
+        let a = jdn + 32_044;
+        let b = (4 * a + 3) / 146_097;
+        (b, a - 146_097 * b / 4)
+    } else {
+        (0, jdn + 32_082)
+    };
+    let d = (4 * c + 3) / 1461;
+    let e = c - 1461 * d / 4;
+    let m = (5 * e + 2) / 153;
+    let day = e - (153 * m + 2) / 5 + 1;
+    let month = m + 3 - 12 * (m / 10);
+    let year = 100 * b + d - 4800 + m / 10;
+    (year, month, day)
 }
 
 /// A DECIMAL as text: flags (1 negative, 2 odd number of fraction digits, 4 odd number of
@@ -494,6 +560,32 @@ mod tests {
                 Value::Str(text.into()),
                 "{payload}"
             );
+        }
+    }
+
+    /// Dates and times as Virtuoso 7.2 sent them, and the text its ODBC driver made of each.
+    #[test]
+    fn datetimes_read_as_the_odbc_driver_writes_them() {
+        for (bytes, text) in [
+            ("0b4a7495092169b52000", "2026-12-04 21:02:18.092597"),
+            ("0b22bb80000000002000", "1999-01-31 00:00:00"),
+            ("0b244580000000004000", "2000-02-29"),
+            ("0b22238d38f000006000", "13:14:15"),
+            ("08d0ca8c000000002000", "1582-10-15 12:00:00"),
+            ("08d0c98c000000002000", "1582-10-04 12:00:00"),
+            ("00000180000000002000", "0001-01-01 00:00:00"),
+            ("0b4a7413092000002078", "2026-12-04 21:02:18+02:00"),
+            ("0b4a7401092000002000", "2026-12-04 01:02:18Z"),
+            ("0b4a74010927a12026d4", "2026-12-03 20:02:18.500-05:00"),
+            ("0b4a731278000000414a", "2026-12-04+05:30"),
+        ] {
+            let mut input = vec![tag::DATETIMES[0]];
+            input.extend(
+                (0..20)
+                    .step_by(2)
+                    .map(|i| u8::from_str_radix(&bytes[i..i + 2], 16).unwrap()),
+            );
+            assert_eq!(decode(&input).unwrap(), Value::Str(text.into()), "{bytes}");
         }
     }
 
