@@ -141,6 +141,21 @@ fn the_postgres_example_delivers_as_documented() {
     assert_eq!(rows[0].get::<_, Vec<u8>>(2), message);
 }
 
+/// The statements of a schema file: split at `;`, `--` comment lines left out.
+#[cfg(any(feature = "mysql", all(feature = "odbc", feature = "virtuoso")))]
+fn statements(schema: &str) -> Vec<String> {
+    schema
+        .split(';')
+        .map(|s| {
+            s.lines()
+                .filter(|l| !l.trim_start().starts_with("--"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+        .filter(|s| !s.trim().is_empty())
+        .collect()
+}
+
 #[cfg(feature = "mysql")]
 #[test]
 fn the_mysql_example_delivers_as_documented() {
@@ -156,16 +171,7 @@ fn the_mysql_example_delivers_as_documented() {
     admin.query_drop(format!("CREATE DATABASE {db}")).unwrap();
     let db_url = format!("{}/{db}", &url[..url.rfind('/').unwrap()]);
     let mut conn = stores::mysql::connect(&db_url).unwrap();
-    for statement in include_str!("../../examples/mysql/schema.sql")
-        .split(';')
-        .map(|s| {
-            s.lines()
-                .filter(|l| !l.trim_start().starts_with("--"))
-                .collect::<Vec<_>>()
-                .join("\n")
-        })
-        .filter(|s| !s.trim().is_empty())
-    {
+    for statement in statements(include_str!("../../examples/mysql/schema.sql")) {
         conn.query_drop(statement).unwrap();
     }
     conn.query_drop("INSERT INTO mailbox (local, domain) VALUES ('alice', 'example.com')")
@@ -209,16 +215,7 @@ fn the_virtuoso_example_delivers_as_documented() {
         .iter()
         .fold(sql.to_string(), |s, (from, to)| s.replace(from, to))
     };
-    for statement in private(include_str!("../../examples/virtuoso/schema.sql"))
-        .split(';')
-        .map(|s| {
-            s.lines()
-                .filter(|l| !l.trim_start().starts_with("--"))
-                .collect::<Vec<_>>()
-                .join("\n")
-        })
-        .filter(|s| !s.trim().is_empty())
-    {
+    for statement in statements(&private(include_str!("../../examples/virtuoso/schema.sql"))) {
         store.exec(&statement);
     }
     store.exec(&format!(

@@ -188,38 +188,17 @@ fn read_at(r: &mut impl Read, depth: u32) -> io::Result<Value> {
         tag::INT64 => Value::Int(i64::from_be_bytes(fixed(r)?)),
         tag::SINGLE_FLOAT => Value::Float(f32::from_be_bytes(fixed(r)?) as f64),
         tag::DOUBLE_FLOAT => Value::Float(f64::from_be_bytes(fixed(r)?)),
-        tag::SHORT_STRING => {
-            let len = byte(r)? as usize;
-            Value::Str(bytes(r, len)?)
-        }
-        tag::LONG_STRING => {
-            let len = u32::from_be_bytes(fixed(r)?) as usize;
-            Value::Str(bytes(r, len)?)
-        }
-        tag::BIN => {
-            let len = byte(r)? as usize;
-            Value::Bin(bytes(r, len)?)
-        }
-        tag::LONG_BIN => {
-            let len = u32::from_be_bytes(fixed(r)?) as usize;
-            Value::Bin(bytes(r, len)?)
-        }
+        tag::SHORT_STRING | tag::SHORT_CONT_STRING => Value::Str(short(r)?),
+        tag::LONG_STRING | tag::C_STRING | tag::LONG_CONT_STRING => Value::Str(long(r)?),
+        tag::BIN => Value::Bin(short(r)?),
+        tag::LONG_BIN => Value::Bin(long(r)?),
         tag::WIDE | tag::LONG_WIDE => {
-            let len = if tag == tag::WIDE {
-                byte(r)? as usize
+            let utf8 = if tag == tag::WIDE {
+                short(r)?
             } else {
-                u32::from_be_bytes(fixed(r)?) as usize
+                long(r)?
             };
-            let utf8 = bytes(r, len)?;
             Value::Wide(String::from_utf8(utf8).map_err(|_| invalid("a wide string not in UTF-8"))?)
-        }
-        tag::C_STRING | tag::LONG_CONT_STRING => {
-            let len = u32::from_be_bytes(fixed(r)?) as usize;
-            Value::Str(bytes(r, len)?)
-        }
-        tag::SHORT_CONT_STRING => {
-            let len = byte(r)? as usize;
-            Value::Str(bytes(r, len)?)
         }
         tag::STRING_SESSION => {
             let _flags = byte(r)?;
@@ -417,6 +396,18 @@ fn fixed<const N: usize>(r: &mut impl Read) -> io::Result<[u8; N]> {
     let mut buf = [0u8; N];
     r.read_exact(&mut buf)?;
     Ok(buf)
+}
+
+/// Bytes after a one-byte length.
+fn short(r: &mut impl Read) -> io::Result<Vec<u8>> {
+    let len = byte(r)? as usize;
+    bytes(r, len)
+}
+
+/// Bytes after a four-byte big-endian length.
+fn long(r: &mut impl Read) -> io::Result<Vec<u8>> {
+    let len = u32::from_be_bytes(fixed(r)?) as usize;
+    bytes(r, len)
 }
 
 fn bytes(r: &mut impl Read, len: usize) -> io::Result<Vec<u8>> {
