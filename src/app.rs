@@ -15,7 +15,7 @@ use crate::exit::ExitCode;
 use crate::fallback::{self, Input, Outcome};
 use crate::headers::Headers;
 use crate::macros::{Macros, Placeholder, Value, expand_text};
-use crate::message::{self, Message};
+use crate::message::{self, Keep, Message};
 use crate::{debug, maildir, quota, report, signals};
 
 /// Runs the delivery and reports its failure, if any. Returns the internal (sysexits) code.
@@ -222,16 +222,26 @@ fn read_message(args: &Args, config: &Config) -> Result<Message, Error> {
     let header = message::header_lines(args.mailer, config.unix_from_line, |name: &str| {
         std::env::var_os(name)
     })?;
+    let keep = match &config.deliver {
+        Delivery::Sql(_) if backend::Target::of(&config.dsn).streams_values() => Keep::Spool,
+        _ => Keep::Memory,
+    };
     let message = message::read(
         &mut std::io::stdin(),
         header,
         config.max_message_size,
         config.timeouts.read,
+        keep,
     )?;
     debug!(
-        "message: {} bytes ({} from standard input)",
+        "message: {} bytes ({} from standard input){}",
         message.bytes().len(),
-        message.input_len()
+        message.input_len(),
+        if message.is_spooled() {
+            ", spooled"
+        } else {
+            ""
+        }
     );
     Ok(message)
 }

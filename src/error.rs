@@ -164,6 +164,8 @@ pub enum Error {
     },
     #[error("Cannot read the message: {0}")]
     ReadMessage(io::Error),
+    #[error("Cannot keep the message: its spool file failed and could not be read back: {0}")]
+    Spool(io::Error),
     #[error("Timed out after {0} s reading the message")]
     ReadTimeout(u64),
     #[error("Message too long: more than MaxMessageSize = {0} bytes")]
@@ -200,7 +202,7 @@ impl Error {
             Error::Database(e) => e.exit_code(),
             Error::MissingHeaderLine { .. } => ExitCode::Software,
             Error::ReadMessage(_) => ExitCode::IoErr,
-            Error::ReadTimeout(_) | Error::Abandoned => ExitCode::TempFail,
+            Error::ReadTimeout(_) | Error::Abandoned | Error::Spool(_) => ExitCode::TempFail,
             Error::TooLong(_) => ExitCode::NoPerm,
             Error::MaildirConfig(_) => ExitCode::Config,
             Error::Maildir { .. } => ExitCode::TempFail,

@@ -21,3 +21,4 @@ pub mod message;
 pub mod quota;
 pub mod report;
 pub mod signals;
+pub mod spool;

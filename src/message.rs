@@ -15,31 +15,57 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
 use crate::error::Error;
 use crate::exit::Mailer;
+use crate::{debug, spool};
 
 /// Bytes asked for per read from a pipe (its usual capacity).
 const PIPE_CHUNK: usize = 64 * 1024;
 
+/// Above this size a message for a streaming backend goes to the spool (`spool.rs`): the
+/// heap then holds at most this much of it, whatever the message's size.
+pub const SPOOL_AT: usize = 256 * 1024;
+
 /// The message as it will be stored: header lines (qmail/courier) followed by standard input.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Debug, Default)]
 pub struct Message {
-    bytes: Vec<u8>,
+    body: Body,
     header_len: usize,
+}
+
+/// Where the bytes are: on the heap, or mapped from the spool file.
+#[derive(Debug)]
+enum Body {
+    Memory(Vec<u8>),
+    Spooled(spool::Mapped),
+}
+
+impl Default for Body {
+    fn default() -> Body {
+        Body::Memory(Vec::new())
+    }
 }
 
 impl Message {
     /// Everything that is stored.
     pub fn bytes(&self) -> &[u8] {
-        &self.bytes
+        match &self.body {
+            Body::Memory(bytes) => bytes,
+            Body::Spooled(mapped) => mapped.bytes(),
+        }
     }
 
     /// Bytes that came from standard input (what `MaxMessageSize` limits).
     pub fn input_len(&self) -> usize {
-        self.bytes.len() - self.header_len
+        self.bytes().len() - self.header_len
     }
 
     /// Standard input as it came, without the header lines we put in front.
     pub fn input(&self) -> &[u8] {
-        &self.bytes[self.header_len..]
+        &self.bytes()[self.header_len..]
+    }
+
+    /// Whether the message was spooled to a file rather than kept on the heap.
+    pub fn is_spooled(&self) -> bool {
+        matches!(self.body, Body::Spooled(_))
     }
 }
 
@@ -69,6 +95,15 @@ pub fn header_lines(
     Ok(out)
 }
 
+/// How `read` keeps the message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Keep {
+    /// On the heap (the backend copies it whole anyway).
+    Memory,
+    /// Past `SPOOL_AT` bytes, in the spool (the backend streams it in pieces).
+    Spool,
+}
+
 /// Reads `input` to its end after `header`. More than `limit` bytes of input → `TooLong`
 /// (exactly `limit` is accepted); no end within `timeout` → `ReadTimeout` (the mail is
 /// deferred long before the MTA's own limit would bounce it).
@@ -77,63 +112,109 @@ pub fn read<R: Read + AsFd>(
     header: Vec<u8>,
     limit: Option<u64>,
     timeout: Duration,
+    keep: Keep,
 ) -> Result<Message, Error> {
     let deadline = Instant::now() + timeout;
     let header_len = header.len();
-    let mut bytes = header;
     let stat = nix::sys::stat::fstat(input.as_fd()).ok();
     let regular_file = stat.is_some_and(|st| st.st_mode & nix::libc::S_IFMT == nix::libc::S_IFREG);
     let allowance = limit.map_or(u64::MAX, |l| l.saturating_add(1));
-    let total = if let (true, Some(st)) = (regular_file, stat) {
-        // A qmail message file: size the buffer once and read without polling.
-        bytes.reserve((st.st_size.max(0) as u64).min(allowance) as usize);
-        read_file(input, &mut bytes, allowance)?
-    } else {
-        read_pipe(input, &mut bytes, allowance, deadline, timeout)?
+    let mut sink = Sink {
+        bytes: header,
+        spool: None,
+        spool_at: (keep == Keep::Spool).then_some(SPOOL_AT),
     };
-    if let Some(limit) = limit {
-        if total > limit {
-            return Err(Error::TooLong(limit));
-        }
+    if let (true, Some(st), Keep::Memory) = (regular_file, stat, keep) {
+        // A qmail message file: size the buffer once and read without polling.
+        sink.bytes
+            .reserve((st.st_size.max(0) as u64).min(allowance) as usize);
     }
-    Ok(Message { bytes, header_len })
-}
-
-/// Reads a regular file to its end (or `allowance` bytes); files never block.
-fn read_file<R: Read>(input: &mut R, bytes: &mut Vec<u8>, allowance: u64) -> Result<u64, Error> {
-    // read_to_end retries EINTR itself and reads into spare capacity without zeroing it.
-    let n = input
-        .take(allowance)
-        .read_to_end(bytes)
-        .map_err(Error::ReadMessage)?;
-    Ok(n as u64)
-}
-
-/// Reads a pipe or socket, waiting at most until `deadline` for each chunk.
-fn read_pipe<R: Read + AsFd>(
-    input: &mut R,
-    bytes: &mut Vec<u8>,
-    allowance: u64,
-    deadline: Instant,
-    timeout: Duration,
-) -> Result<u64, Error> {
     let mut total: u64 = 0;
     while total < allowance {
-        wait_readable(input, deadline, timeout)?;
+        if !regular_file {
+            // Files never block; pipes and sockets wait at most until the deadline.
+            wait_readable(input, deadline, timeout)?;
+        }
         // Zero only what one read can fill (a pipe holds 64 KiB), not the whole capacity.
         let want = (PIPE_CHUNK as u64).min(allowance - total) as usize;
-        let start = bytes.len();
-        bytes.resize(start + want, 0);
-        let result = input.read(&mut bytes[start..]);
-        bytes.truncate(start + *result.as_ref().unwrap_or(&0));
+        let start = sink.bytes.len();
+        sink.bytes.resize(start + want, 0);
+        let result = input.read(&mut sink.bytes[start..]);
+        sink.bytes.truncate(start + *result.as_ref().unwrap_or(&0));
         match result {
             Ok(0) => break,
             Ok(n) => total += n as u64,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(Error::ReadMessage(e)),
         }
+        sink.spill()?;
     }
-    Ok(total)
+    if let Some(limit) = limit {
+        if total > limit {
+            return Err(Error::TooLong(limit));
+        }
+    }
+    Ok(Message {
+        body: sink.finish()?,
+        header_len,
+    })
+}
+
+/// The message being read: on the heap until it passes `spool_at`, then in the spool, with
+/// `bytes` only a buffer for the last read.
+struct Sink {
+    bytes: Vec<u8>,
+    spool: Option<spool::Writer>,
+    spool_at: Option<usize>,
+}
+
+impl Sink {
+    /// Moves what was read to the spool once the message is large enough for it.
+    fn spill(&mut self) -> Result<(), Error> {
+        if self.spool.is_none() {
+            if self.spool_at.is_none_or(|at| self.bytes.len() <= at) {
+                return Ok(());
+            }
+            match spool::Writer::create() {
+                Ok(writer) => self.spool = Some(writer),
+                Err(e) => return self.keep_in_memory(&e),
+            }
+        }
+        let Some(writer) = &mut self.spool else {
+            return Ok(());
+        };
+        if let Err(e) = writer.write(&self.bytes) {
+            return self.keep_in_memory(&e);
+        }
+        self.bytes.clear();
+        self.bytes.shrink_to(PIPE_CHUNK);
+        Ok(())
+    }
+
+    /// Keeps the message on the heap after all (a full or unwritable spool directory): what
+    /// the spool holds is read back. Only if that fails too is the delivery deferred.
+    fn keep_in_memory(&mut self, error: &io::Error) -> Result<(), Error> {
+        debug!("spool: {error}; the message stays in memory");
+        self.spool_at = None;
+        if let Some(writer) = self.spool.take() {
+            let mut bytes = Vec::new();
+            writer.read_back(&mut bytes).map_err(Error::Spool)?;
+            bytes.append(&mut self.bytes);
+            self.bytes = bytes;
+        }
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<Body, Error> {
+        if let Some(writer) = &self.spool {
+            match writer.map() {
+                Ok(Some(mapped)) => return Ok(Body::Spooled(mapped)),
+                Ok(None) => {}
+                Err(e) => self.keep_in_memory(&e)?,
+            }
+        }
+        Ok(Body::Memory(self.bytes))
+    }
 }
 
 /// Waits until `input` has data or end-of-file, or the deadline passes.
@@ -170,11 +251,26 @@ mod tests {
     use std::thread;
 
     fn from_pipe(data: Vec<u8>, header: &[u8], limit: Option<u64>) -> Result<Message, Error> {
+        from_pipe_keeping(data, header, limit, Keep::Memory)
+    }
+
+    fn from_pipe_keeping(
+        data: Vec<u8>,
+        header: &[u8],
+        limit: Option<u64>,
+        keep: Keep,
+    ) -> Result<Message, Error> {
         let (mut reader, mut writer) = io::pipe().unwrap();
         let writer_thread = thread::spawn(move || {
             let _ = writer.write_all(&data);
         });
-        let result = read(&mut reader, header.to_vec(), limit, Duration::from_secs(10));
+        let result = read(
+            &mut reader,
+            header.to_vec(),
+            limit,
+            Duration::from_secs(10),
+            keep,
+        );
         drop(reader);
         writer_thread.join().unwrap();
         result
@@ -213,19 +309,110 @@ mod tests {
     }
 
     #[test]
+    fn a_large_message_for_a_streaming_backend_is_spooled_exactly() {
+        let data: Vec<u8> = (0..(SPOOL_AT as u32 * 3 + 17))
+            .map(|i| (i % 241) as u8)
+            .collect();
+        let m = from_pipe_keeping(data.clone(), b"Delivered-To: x\n", None, Keep::Spool).unwrap();
+        assert!(m.is_spooled());
+        assert_eq!(m.input(), &data[..]);
+        assert_eq!(&m.bytes()[..16], b"Delivered-To: x\n");
+        assert_eq!(m.input_len(), data.len());
+    }
+
+    #[test]
+    fn only_messages_past_the_threshold_are_spooled() {
+        let at = vec![b'a'; SPOOL_AT];
+        let m = from_pipe_keeping(at.clone(), b"", None, Keep::Spool).unwrap();
+        assert!(!m.is_spooled());
+        assert_eq!(m.bytes(), &at[..]);
+        let past = vec![b'b'; SPOOL_AT + 1];
+        assert!(
+            from_pipe_keeping(past.clone(), b"", None, Keep::Spool)
+                .unwrap()
+                .is_spooled()
+        );
+        assert!(
+            !from_pipe_keeping(past, b"", None, Keep::Memory)
+                .unwrap()
+                .is_spooled()
+        );
+    }
+
+    #[test]
+    fn the_limit_holds_for_a_spooled_message() {
+        let limit = SPOOL_AT as u64 * 2;
+        let exact = from_pipe_keeping(vec![b'x'; limit as usize], b"", Some(limit), Keep::Spool);
+        assert_eq!(exact.unwrap().input_len() as u64, limit);
+        assert!(matches!(
+            from_pipe_keeping(vec![b'x'; limit as usize + 1], b"", Some(limit), Keep::Spool),
+            Err(Error::TooLong(l)) if l == limit
+        ));
+    }
+
+    #[test]
+    fn a_spool_that_cannot_be_read_back_defers() {
+        let dir = tempfile::tempdir().unwrap();
+        let write_only = std::fs::File::create(dir.path().join("spool")).unwrap();
+        let mut sink = Sink {
+            bytes: b"tail".to_vec(),
+            spool: Some(spool::Writer::over(write_only, 300_000)),
+            spool_at: Some(SPOOL_AT),
+        };
+        let full = io::Error::from_raw_os_error(nix::libc::ENOSPC);
+        let error = sink.keep_in_memory(&full).unwrap_err();
+        assert!(matches!(error, Error::Spool(_)), "{error:?}");
+        assert_eq!(error.exit_code(), crate::exit::ExitCode::TempFail);
+    }
+
+    #[test]
+    fn a_spooled_regular_file() {
+        let data: Vec<u8> = (0..(SPOOL_AT as u32 + 4096))
+            .map(|i| (i % 7) as u8)
+            .collect();
+        let mut file = tempfile::tempfile().unwrap();
+        file.write_all(&data).unwrap();
+        use std::io::Seek;
+        file.rewind().unwrap();
+        let m = read(
+            &mut file,
+            Vec::new(),
+            None,
+            Duration::from_secs(1),
+            Keep::Spool,
+        )
+        .unwrap();
+        assert!(m.is_spooled());
+        assert_eq!(m.bytes(), &data[..]);
+    }
+
+    #[test]
     fn regular_file_input() {
         let mut file = tempfile::tempfile().unwrap();
         file.write_all(b"from a file\0").unwrap();
         use std::io::Seek;
         file.rewind().unwrap();
-        let m = read(&mut file, Vec::new(), None, Duration::from_secs(1)).unwrap();
+        let m = read(
+            &mut file,
+            Vec::new(),
+            None,
+            Duration::from_secs(1),
+            Keep::Memory,
+        )
+        .unwrap();
         assert_eq!(m.bytes(), b"from a file\0");
     }
 
     #[test]
     fn a_silent_writer_times_out() {
         let (mut reader, writer) = io::pipe().unwrap();
-        let r = read(&mut reader, Vec::new(), None, Duration::from_millis(200));
+        let r = read(
+            &mut reader,
+            Vec::new(),
+            None,
+            Duration::from_millis(200),
+            Keep::Spool,
+        );
         assert!(matches!(r, Err(Error::ReadTimeout(_))));
         drop(writer);
     }

@@ -83,6 +83,12 @@ impl<'a> Target<'a> {
             Target::Odbc
         }
     }
+
+    /// Whether the backend sends a large value to the database in pieces (so a spooled
+    /// message never needs to be in memory whole).
+    pub fn streams_values(&self) -> bool {
+        matches!(self, Target::Virtuoso | Target::Odbc)
+    }
 }
 
 /// Opens the database named by `dsn`.

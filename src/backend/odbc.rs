@@ -994,6 +994,7 @@ impl Odbc {
                     stmt.cancel_data_at_execution();
                     return Err(error);
                 }
+                crate::spool::release(chunk);
             }
         }
         if !ok(ret) && ret != SqlReturn::NO_DATA {

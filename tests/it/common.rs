@@ -235,8 +235,12 @@ impl Run {
     }
 
     pub fn output(&self) -> Output {
-        let mut child = self
-            .command()
+        self.feed(self.command())
+    }
+
+    /// Runs `command` with this run's input on its stdin, to the end.
+    fn feed(&self, mut command: Command) -> Output {
+        let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -253,9 +257,49 @@ impl Run {
         out
     }
 
+    /// Runs under GNU time, asserts the exit status, and returns virt_mail's peak RSS in
+    /// KiB (its own rusage: the test process it was forked from does not count).
+    #[cfg_attr(not(feature = "odbc"), allow(dead_code))]
+    pub fn peak_rss_kb(&self, status: i32) -> u64 {
+        let report = tempfile::NamedTempFile::new().unwrap();
+        let path = report.path().to_str().unwrap();
+        let out = self.wrapped_output(&["/usr/bin/time", "-f", "%M", "-o", path]);
+        self.check(&out, status);
+        let report = std::fs::read_to_string(path).unwrap();
+        report
+            .lines()
+            .last()
+            .and_then(|l| l.trim().parse().ok())
+            .unwrap_or_else(|| panic!("GNU time wrote {report:?}"))
+    }
+
+    /// Runs `prefix… virt_mail args…` (a wrapper that execs virt_mail last), same
+    /// environment and input.
+    pub fn wrapped_output(&self, prefix: &[&str]) -> Output {
+        let inner = self.command();
+        let mut outer = Command::new(prefix[0]);
+        outer
+            .args(&prefix[1..])
+            .arg(inner.get_program())
+            .args(inner.get_args());
+        for (k, v) in inner.get_envs() {
+            match v {
+                Some(v) => outer.env(k, v),
+                None => outer.env_remove(k),
+            };
+        }
+        self.feed(outer)
+    }
+
     /// Runs and asserts the exit status; returns the output for further checks.
     pub fn expect(&self, status: i32) -> Output {
         let out = self.output();
+        self.check(&out, status);
+        out
+    }
+
+    /// Asserts the exit status, showing the output if it is not the one expected.
+    pub fn check(&self, out: &Output, status: i32) {
         assert_eq!(
             out.status.code(),
             Some(status),
@@ -264,7 +308,6 @@ impl Run {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        out
     }
 }
 

@@ -441,6 +441,7 @@ impl Virtuoso {
         for piece in bytes.chunks(CHUNK) {
             self.writer.write_all(&wire::chunk_header(piece.len()))?;
             self.writer.write_all(piece)?;
+            crate::spool::release(piece);
         }
         self.writer.write_all(&[wire::END_OF_DATA])
     }
