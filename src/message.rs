@@ -119,6 +119,11 @@ pub fn read<R: Read + AsFd>(
     let stat = nix::sys::stat::fstat(input.as_fd()).ok();
     let regular_file = stat.is_some_and(|st| st.st_mode & nix::libc::S_IFMT == nix::libc::S_IFREG);
     let allowance = limit.map_or(u64::MAX, |l| l.saturating_add(1));
+    if let (Keep::Spool, Some(st)) = (keep, stat.filter(|_| regular_file)) {
+        if let Some(message) = map_input(input, &header, st.st_size, limit)? {
+            return Ok(message);
+        }
+    }
     let mut sink = Sink {
         bytes: header,
         spool: None,
@@ -158,6 +163,50 @@ pub fn read<R: Read + AsFd>(
         body: sink.finish()?,
         header_len,
     })
+}
+
+/// A message file (qmail and courier hand one over) too large for the heap is mapped where
+/// it is, after the header lines: the file is already a spool, and copying it would cost a
+/// read and a write of the whole message. `None` when it is small, or its read position is
+/// not on a page boundary (then it is read as a pipe would be).
+fn map_input<R: AsFd>(
+    input: &R,
+    header: &[u8],
+    size: i64,
+    limit: Option<u64>,
+) -> Result<Option<Message>, Error> {
+    use nix::unistd::{Whence, lseek};
+    let fd = input.as_fd();
+    let Ok(offset) = lseek(fd, 0, Whence::SeekCur) else {
+        return Ok(None);
+    };
+    let (Ok(offset), Ok(left)) = (u64::try_from(offset), u64::try_from(size - offset)) else {
+        return Ok(None);
+    };
+    if left <= SPOOL_AT as u64 || offset % spool::page_size() as u64 != 0 {
+        return Ok(None);
+    }
+    if let Some(limit) = limit.filter(|&limit| left > limit) {
+        return Err(Error::TooLong(limit));
+    }
+    let Ok(left) = usize::try_from(left) else {
+        return Ok(None);
+    };
+    match spool::map_after(header, fd, offset, left) {
+        Ok(Some(mapped)) => {
+            // Where reading to the end would have left it.
+            let _ = lseek(fd, size, Whence::SeekSet);
+            Ok(Some(Message {
+                body: Body::Spooled(mapped),
+                header_len: header.len(),
+            }))
+        }
+        Ok(None) => Ok(None),
+        Err(e) => {
+            debug!("mapping the message file: {e}; reading it instead");
+            Ok(None)
+        }
+    }
 }
 
 /// The message being read: on the heap until it passes `spool_at`, then in the spool, with

@@ -171,6 +171,7 @@ pub struct Run {
     args: Vec<OsString>,
     env: Vec<(String, OsString)>,
     stdin: Vec<u8>,
+    stdin_file: Option<PathBuf>,
 }
 
 impl Run {
@@ -179,6 +180,7 @@ impl Run {
             args: Vec::new(),
             env: Vec::new(),
             stdin: b"Subject: test\n\nhello\n".to_vec(),
+            stdin_file: None,
         }
     }
 
@@ -203,6 +205,13 @@ impl Run {
 
     pub fn stdin(&mut self, bytes: impl Into<Vec<u8>>) -> &mut Run {
         self.stdin = bytes.into();
+        self
+    }
+
+    /// Standard input is this regular file instead of a pipe.
+    #[cfg_attr(not(feature = "odbc"), allow(dead_code))]
+    pub fn stdin_file(&mut self, path: &Path) -> &mut Run {
+        self.stdin_file = Some(path.to_path_buf());
         self
     }
 
@@ -240,6 +249,11 @@ impl Run {
 
     /// Runs `command` with this run's input on its stdin, to the end.
     fn feed(&self, mut command: Command) -> Output {
+        if let Some(file) = &self.stdin_file {
+            // A regular file, as qmail-local hands the message over.
+            let file = std::fs::File::open(file).unwrap();
+            return command.stdin(file).output().unwrap();
+        }
         let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
