@@ -130,9 +130,11 @@ pub fn read<R: Read + AsFd>(
         spool_at: (keep == Keep::Spool).then_some(SPOOL_AT),
     };
     if let (true, Some(st), Keep::Memory) = (regular_file, stat, keep) {
-        // A qmail message file: size the buffer once and read without polling.
+        // A qmail message file: size the buffer once and read it in one go, without polling.
         sink.bytes
             .reserve((st.st_size.max(0) as u64).min(allowance) as usize);
+        let total = read_file(input, &mut sink.bytes, allowance)?;
+        return finish(sink, total, limit, header_len);
     }
     let mut total: u64 = 0;
     while total < allowance {
@@ -154,6 +156,11 @@ pub fn read<R: Read + AsFd>(
         }
         sink.spill()?;
     }
+    finish(sink, total, limit, header_len)
+}
+
+/// The message read, once `total` bytes of input are in: refused past the limit.
+fn finish(sink: Sink, total: u64, limit: Option<u64>, header_len: usize) -> Result<Message, Error> {
     if let Some(limit) = limit {
         if total > limit {
             return Err(Error::TooLong(limit));
@@ -163,6 +170,16 @@ pub fn read<R: Read + AsFd>(
         body: sink.finish()?,
         header_len,
     })
+}
+
+/// Reads a regular file to its end (or `allowance` bytes); files never block.
+fn read_file<R: Read>(input: &mut R, bytes: &mut Vec<u8>, allowance: u64) -> Result<u64, Error> {
+    // read_to_end retries EINTR itself and reads into spare capacity without zeroing it.
+    let n = input
+        .take(allowance)
+        .read_to_end(bytes)
+        .map_err(Error::ReadMessage)?;
+    Ok(n as u64)
 }
 
 /// A message file (qmail and courier hand one over) too large for the heap is mapped where
@@ -414,25 +431,51 @@ mod tests {
         assert_eq!(error.exit_code(), crate::exit::ExitCode::TempFail);
     }
 
+    /// Reads a regular file (as qmail hands the message over) from its current position.
+    fn from_file(
+        file: &mut std::fs::File,
+        header: &[u8],
+        limit: Option<u64>,
+        keep: Keep,
+    ) -> Result<Message, Error> {
+        read(file, header.to_vec(), limit, Duration::from_secs(1), keep)
+    }
+
     #[test]
     fn a_spooled_regular_file() {
+        use std::io::{Seek, SeekFrom};
         let data: Vec<u8> = (0..(SPOOL_AT as u32 + 4096))
             .map(|i| (i % 7) as u8)
             .collect();
         let mut file = tempfile::tempfile().unwrap();
         file.write_all(&data).unwrap();
-        use std::io::Seek;
         file.rewind().unwrap();
-        let m = read(
-            &mut file,
-            Vec::new(),
-            None,
-            Duration::from_secs(1),
-            Keep::Spool,
-        )
-        .unwrap();
+        let m = from_file(&mut file, b"", None, Keep::Spool).unwrap();
         assert!(m.is_spooled());
         assert_eq!(m.bytes(), &data[..]);
+        // Mapped in place after the qmail lines; the read position ends at the end.
+        file.rewind().unwrap();
+        let head = b"Delivered-To: x\nReturn-Path: <>\n";
+        let m = from_file(&mut file, head, None, Keep::Spool).unwrap();
+        assert!(m.is_spooled());
+        assert_eq!(&m.bytes()[..head.len()], head);
+        assert_eq!(m.input(), &data[..]);
+        assert_eq!(file.stream_position().unwrap(), data.len() as u64);
+        // From a position off a page boundary: read (and spooled) instead of mapped.
+        file.seek(SeekFrom::Start(10)).unwrap();
+        let m = from_file(&mut file, head, None, Keep::Spool).unwrap();
+        assert!(m.is_spooled());
+        assert_eq!(m.input(), &data[10..]);
+        // The limit, known before anything is read: exact size passes, one less refuses.
+        file.rewind().unwrap();
+        let exact = Some(data.len() as u64);
+        assert!(from_file(&mut file, b"", exact, Keep::Spool).is_ok());
+        file.rewind().unwrap();
+        let short = Some(data.len() as u64 - 1);
+        assert!(matches!(
+            from_file(&mut file, b"", short, Keep::Spool),
+            Err(Error::TooLong(_))
+        ));
     }
 
     #[test]
@@ -441,14 +484,7 @@ mod tests {
         file.write_all(b"from a file\0").unwrap();
         use std::io::Seek;
         file.rewind().unwrap();
-        let m = read(
-            &mut file,
-            Vec::new(),
-            None,
-            Duration::from_secs(1),
-            Keep::Memory,
-        )
-        .unwrap();
+        let m = from_file(&mut file, b"", None, Keep::Memory).unwrap();
         assert_eq!(m.bytes(), b"from a file\0");
     }
 

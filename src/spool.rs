@@ -79,6 +79,7 @@ impl Writer {
     }
 
     /// Bytes written so far.
+    #[cfg(test)]
     pub fn written(&self) -> u64 {
         self.len
     }

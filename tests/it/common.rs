@@ -272,37 +272,21 @@ impl Run {
     }
 
     /// Runs under GNU time, asserts the exit status, and returns virt_mail's peak RSS in
-    /// KiB (its own rusage: the test process it was forked from does not count).
+    /// KiB.
     #[cfg_attr(not(feature = "odbc"), allow(dead_code))]
-    pub fn peak_rss_kb(&self, status: i32) -> u64 {
+    pub fn peak_rss_kb(&self, status: i32) -> i64 {
         let report = tempfile::NamedTempFile::new().unwrap();
-        let path = report.path().to_str().unwrap();
-        let out = self.wrapped_output(&["/usr/bin/time", "-f", "%M", "-o", path]);
+        let out = self.feed(measured(&self.command(), report.path()));
         self.check(&out, status);
-        let report = std::fs::read_to_string(path).unwrap();
-        report
-            .lines()
-            .last()
-            .and_then(|l| l.trim().parse().ok())
-            .unwrap_or_else(|| panic!("GNU time wrote {report:?}"))
+        let kb = peak_rss_kb(report.path());
+        assert_ne!(kb, i64::MAX, "GNU time wrote no peak RSS");
+        kb
     }
 
     /// Runs `prefix… virt_mail args…` (a wrapper that execs virt_mail last), same
     /// environment and input.
     pub fn wrapped_output(&self, prefix: &[&str]) -> Output {
-        let inner = self.command();
-        let mut outer = Command::new(prefix[0]);
-        outer
-            .args(&prefix[1..])
-            .arg(inner.get_program())
-            .args(inner.get_args());
-        for (k, v) in inner.get_envs() {
-            match v {
-                Some(v) => outer.env(k, v),
-                None => outer.env_remove(k),
-            };
-        }
-        self.feed(outer)
+        self.feed(wrapped(prefix, &self.command()))
     }
 
     /// Runs and asserts the exit status; returns the output for further checks.
@@ -323,6 +307,37 @@ impl Run {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+}
+
+/// `command` run through `prefix` (setpriv, time …), with the same arguments and environment.
+pub fn wrapped(prefix: &[&str], command: &Command) -> Command {
+    let mut outer = Command::new(prefix[0]);
+    outer
+        .args(&prefix[1..])
+        .arg(command.get_program())
+        .args(command.get_args());
+    for (k, v) in command.get_envs() {
+        match v {
+            Some(v) => outer.env(k, v),
+            None => outer.env_remove(k),
+        };
+    }
+    outer
+}
+
+/// virt_mail under GNU time, which reports the peak RSS of virt_mail alone (a child's own
+/// rusage would include the test process it was spawned from).
+pub fn measured(command: &Command, report: &Path) -> Command {
+    let report = report.display().to_string();
+    wrapped(&["/usr/bin/time", "-f", "%M", "-o", &report], command)
+}
+
+/// The peak RSS (KiB) GNU time wrote to `report`; `i64::MAX` if it wrote none.
+pub fn peak_rss_kb(report: &Path) -> i64 {
+    std::fs::read_to_string(report)
+        .ok()
+        .and_then(|t| t.lines().last().and_then(|l| l.trim().parse().ok()))
+        .unwrap_or(i64::MAX)
 }
 
 pub fn text(bytes: &[u8]) -> String {

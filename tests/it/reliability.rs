@@ -614,22 +614,6 @@ fn wait4(pid: i32) -> (ExitStatus, i64) {
     (ExitStatus::from_raw(status), usage.ru_maxrss)
 }
 
-/// `command` run through `prefix` (setpriv, time …), with the same arguments and environment.
-fn wrapped(prefix: &[&str], command: &Command) -> Command {
-    let mut outer = Command::new(prefix[0]);
-    outer
-        .args(&prefix[1..])
-        .arg(command.get_program())
-        .args(command.get_args());
-    for (k, v) in command.get_envs() {
-        match v {
-            Some(v) => outer.env(k, v),
-            None => outer.env_remove(k),
-        };
-    }
-    outer
-}
-
 /// A plain run to the end.
 fn run_plain(command: Command, input: Input) -> Observed {
     spawn(command, input).finish()
@@ -1832,17 +1816,14 @@ fn stdin_abandoned(ctx: &mut Ctx<'_>, target: &Target) {
         // The "MTA": a shell that starts virt_mail and waits for it, killed halfway through
         // writing the message. We become virt_mail's parent (subreaper) to see its status.
         let command = d.command(&config, true);
-        let mut mta = Command::new("/bin/sh");
-        mta.arg("-c")
-            .arg("exec 3<&0; \"$0\" \"$@\" <&3 3<&- & echo $!; wait")
-            .arg(command.get_program())
-            .args(command.get_args());
-        for (k, v) in command.get_envs() {
-            match v {
-                Some(v) => mta.env(k, v),
-                None => mta.env_remove(k),
-            };
-        }
+        let mut mta = wrapped(
+            &[
+                "/bin/sh",
+                "-c",
+                "exec 3<&0; \"$0\" \"$@\" <&3 3<&- & echo $!; wait",
+            ],
+            &command,
+        );
         let (reader, mut writer) = std::io::pipe().unwrap();
         let started = Instant::now();
         let mut shell = mta
@@ -2227,20 +2208,6 @@ fn config_unreadable(ctx: &mut Ctx<'_>, target: &Target) {
 
 /// Peak RSS allowed for refusing an oversized message (10 MB are held, then dropped).
 const OVERSIZED_RSS_KB: i64 = 96 * 1024;
-
-/// virt_mail under GNU time, which reports the peak RSS of virt_mail alone (a child's own
-/// rusage would include the test process it was spawned from).
-fn measured(command: &Command, report: &Path) -> Command {
-    let report = report.display().to_string();
-    wrapped(&["/usr/bin/time", "-f", "%M", "-o", &report], command)
-}
-
-fn peak_rss_kb(report: &Path) -> i64 {
-    std::fs::read_to_string(report)
-        .ok()
-        .and_then(|t| t.lines().last().and_then(|l| l.trim().parse().ok()))
-        .unwrap_or(i64::MAX)
-}
 
 /// The worst peak RSS (KiB) and time (s) seen refusing an oversized message.
 static OVERSIZED: Mutex<(i64, f64)> = Mutex::new((0, 0.0));
