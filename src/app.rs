@@ -164,7 +164,7 @@ fn deliver(
     match (&config.deliver, maildir) {
         (Delivery::Sql(statement), _) => {
             let deliver_macros = Macros {
-                message: Some(message.bytes()),
+                message: Some(message.leak()),
                 ..macros
             };
             store(

@@ -49,8 +49,9 @@ pub struct Macros<'a> {
     /// Lower-cased.
     pub domain: &'a str,
     pub sender: &'a str,
-    /// The stored message; defined only while binding `Deliver`.
-    pub message: Option<&'a [u8]>,
+    /// The stored message; defined only while binding `Deliver`. It lives as long as the
+    /// process (`Message::leak`), so a backend may lend it to another thread.
+    pub message: Option<&'static [u8]>,
     /// The first row returned by `Verify`: `$1`, `$2`, …
     pub columns: &'a [Value<'static>],
     /// The recipient as the MTA gave it (`local@domain`).

@@ -67,6 +67,16 @@ impl Message {
     pub fn is_spooled(&self) -> bool {
         matches!(self.body, Body::Spooled(_))
     }
+
+    /// Everything that is stored, kept until the process exits. One process delivers one
+    /// message, so nothing is lost by never freeing it, and a backend that hands the message
+    /// to another thread (PostgreSQL's connection) can lend it instead of copying it.
+    pub fn leak(self) -> &'static [u8] {
+        match self.body {
+            Body::Memory(bytes) => bytes.leak(),
+            Body::Spooled(mapped) => mapped.leak(),
+        }
+    }
 }
 
 /// The lines qmail-local and courier pass in the environment, in the original's order:

@@ -219,6 +219,13 @@ impl Mapped {
         // SAFETY: `len` bytes are mapped readable at `start` for as long as `self` lives.
         unsafe { std::slice::from_raw_parts(self.start, self.len) }
     }
+
+    /// The bytes, mapped until the process exits (`release` still drops sent pages).
+    pub fn leak(self) -> &'static [u8] {
+        let mapped = std::mem::ManuallyDrop::new(self);
+        // SAFETY: never unmapped now, so the pages stay readable for the process's life.
+        unsafe { std::slice::from_raw_parts(mapped.start, mapped.len) }
+    }
 }
 
 impl std::fmt::Debug for Mapped {

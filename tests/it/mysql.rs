@@ -29,8 +29,8 @@ impl Store for Via<'_> {
     fn dsn(&self) -> String {
         self.dsn.clone()
     }
-    fn exec(&self, sql: &str) {
-        self.store.exec(sql)
+    fn try_exec(&self, sql: &str) -> Result<(), String> {
+        self.store.try_exec(sql)
     }
     fn query(&self, sql: &str) -> Vec<Vec<Cell>> {
         self.store.query(sql)
@@ -58,9 +58,7 @@ struct Tables<'a> {
 impl Drop for Tables<'_> {
     fn drop(&mut self) {
         for name in &self.names {
-            let sql = format!("DROP TABLE IF EXISTS {name}");
-            let _ =
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.store.exec(&sql)));
+            let _ = self.store.try_exec(&format!("DROP TABLE IF EXISTS {name}"));
         }
     }
 }

@@ -34,7 +34,7 @@ impl Cleanup<'_> {
 impl Drop for Cleanup<'_> {
     fn drop(&mut self) {
         for sql in &self.drops {
-            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.store.exec(sql)));
+            let _ = self.store.try_exec(sql);
         }
     }
 }

@@ -365,9 +365,7 @@ impl Drop for Bench<'_> {
             return;
         }
         for table in &tables {
-            let sql = format!("DROP TABLE {table}");
-            let store = &self.target.store;
-            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| store.exec(&sql)));
+            let _ = self.target.store.try_exec(&format!("DROP TABLE {table}"));
         }
     }
 }

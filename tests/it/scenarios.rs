@@ -126,17 +126,16 @@ impl<'s> Case<'s> {
 
 impl Drop for Case<'_> {
     fn drop(&mut self) {
+        // Best effort: a test that failed may have left some of them uncreated.
         if let Some(p) = self.store.dialect().procedures {
             for sql in &p.drop {
-                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    self.store.exec(&sql.replace("{t}", &self.t))
-                }));
+                let _ = self.store.try_exec(&sql.replace("{t}", &self.t));
             }
         }
         for table in ["mail", "users"] {
-            let sql = format!("DROP TABLE {}_{table}", self.t);
-            let _ =
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.store.exec(&sql)));
+            let _ = self
+                .store
+                .try_exec(&format!("DROP TABLE {}_{table}", self.t));
         }
     }
 }
@@ -329,6 +328,12 @@ pub fn bodies_are_stored_byte_for_byte(store: &dyn Store) {
 /// copy held whole would add 9). All are stored exactly.
 #[cfg_attr(not(feature = "odbc"), allow(dead_code))]
 pub fn large_messages_take_no_more_memory(store: &dyn Store) {
+    large_messages_are_held_at_most(store, 0)
+}
+
+/// Delivering 9 MB (from a pipe, and from a file as qmail gives it) takes at most `copies`
+/// times 9 MB more memory than delivering 2 KB, give or take 4 MiB. All are stored exactly.
+pub fn large_messages_are_held_at_most(store: &dyn Store, copies: i64) {
     let case = Case::new(store);
     let small = b"Subject: small\n\nhello\n".repeat(100);
     let large: Vec<u8> = (0..9_000_000u32)
@@ -359,8 +364,9 @@ pub fn large_messages_take_no_more_memory(store: &dyn Store) {
         store.name()
     );
     eprintln!("{sizes}");
-    assert!(large_kb <= small_kb + 4 * 1024, "{sizes}");
-    assert!(file_kb <= small_kb + 4 * 1024, "{sizes}");
+    let allowed = small_kb + copies * large.len() as i64 / 1024 + 4 * 1024;
+    assert!(large_kb <= allowed, "{sizes}: more than {allowed} KiB");
+    assert!(file_kb <= allowed, "{sizes}: more than {allowed} KiB");
     let mut from_file = prefix("qmail");
     from_file.extend_from_slice(&large);
     let stored: Vec<Vec<u8>> = case.mails().into_iter().map(|m| m.body).collect();
@@ -666,7 +672,7 @@ scenarios!(
 #[cfg(feature = "odbc")]
 scenarios!(
     odbc_postgres,
-    stores::require("odbc mariadb", stores::odbc::Odbc::mariadb_from_env())
+    stores::require("odbc postgres", stores::odbc::Odbc::postgres_from_env())
         .map(|s| Box::new(s) as Box<dyn crate::stores::Store>)
 );
 
@@ -695,6 +701,17 @@ scenarios!(
 mod streaming {
     #[allow(unused_imports)]
     use crate::stores;
+
+    /// Not a streaming backend: the message, the `postgres` crate's Bind message, and its
+    /// write buffer (the message is lent to the connection's thread, not copied: a fourth
+    /// copy, 9 MB more, fails this).
+    #[cfg(feature = "postgres")]
+    #[test]
+    fn postgres_holds_three_copies() {
+        if let Some(s) = stores::require("postgres", stores::postgres::Postgres::from_env()) {
+            super::large_messages_are_held_at_most(&s, 3)
+        }
+    }
 
     #[cfg(all(feature = "odbc", feature = "virtuoso"))]
     #[test]

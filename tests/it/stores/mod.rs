@@ -63,8 +63,13 @@ pub trait Store: Send + Sync {
     fn environment(&self) -> String {
         String::new()
     }
-    /// Runs one statement through the test's own client.
-    fn exec(&self, sql: &str);
+    /// Runs one statement through the test's own client, or says why it failed.
+    fn try_exec(&self, sql: &str) -> Result<(), String>;
+    /// Runs one statement through the test's own client; a failure fails the test.
+    fn exec(&self, sql: &str) {
+        self.try_exec(sql)
+            .unwrap_or_else(|e| panic!("{}: {sql}: {e}", self.name()));
+    }
     /// Runs a query through the test's own client; every cell as bytes.
     fn query(&self, sql: &str) -> Vec<Vec<Cell>>;
     fn dialect(&self) -> Dialect;

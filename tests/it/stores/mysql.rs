@@ -71,9 +71,9 @@ impl Store for Mysql {
         self.url.clone()
     }
 
-    fn exec(&self, sql: &str) {
+    fn try_exec(&self, sql: &str) -> Result<(), String> {
         self.with_conn(|c| c.query_drop(sql))
-            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+            .map_err(|e| e.to_string())
     }
 
     fn query(&self, sql: &str) -> Vec<Vec<Cell>> {

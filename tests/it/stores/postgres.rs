@@ -120,9 +120,9 @@ impl Store for Postgres {
         self.dsn.clone()
     }
 
-    fn exec(&self, sql: &str) {
+    fn try_exec(&self, sql: &str) -> Result<(), String> {
         self.with_client(|c| c.batch_execute(sql))
-            .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+            .map_err(|e| format!("{e:?}"))
     }
 
     fn query(&self, sql: &str) -> Vec<Vec<Cell>> {

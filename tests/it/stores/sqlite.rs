@@ -25,12 +25,11 @@ impl Store for Sqlite {
         format!("sqlite:{}", self.path.display())
     }
 
-    fn exec(&self, sql: &str) {
-        let conn = rusqlite::Connection::open(&self.path).unwrap();
+    fn try_exec(&self, sql: &str) -> Result<(), String> {
+        let conn = rusqlite::Connection::open(&self.path).map_err(|e| e.to_string())?;
         conn.busy_timeout(std::time::Duration::from_secs(30))
-            .unwrap();
-        conn.execute_batch(sql)
-            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+            .map_err(|e| e.to_string())?;
+        conn.execute_batch(sql).map_err(|e| e.to_string())
     }
 
     fn query(&self, sql: &str) -> Vec<Vec<Cell>> {

@@ -31,8 +31,8 @@ impl Store for Native {
         self.dsn.clone()
     }
 
-    fn exec(&self, sql: &str) {
-        self.odbc.exec(sql)
+    fn try_exec(&self, sql: &str) -> Result<(), String> {
+        self.odbc.try_exec(sql)
     }
 
     fn query(&self, sql: &str) -> Vec<Vec<Cell>> {
