@@ -36,11 +36,12 @@ header = cells(table[0])
 col = {name: i for i, name in enumerate(header)}
 BUILDS = [
     ("", "static, code layout (installed)"),
+    (" [glibc]", "static, glibc"),
     (" [unordered]", "static, no code layout"),
     (" [sqlite-only]", "static, SQLite only"),
     (" [dynamic]", "dynamic PIE"),
 ]
-ROWS = ["sqlite", "postgres socket", "mariadb socket"]
+ROWS = ["sqlite", "postgres socket", "mariadb socket", "virtuoso"]
 rows = {}
 for line in table[2:]:
     c = cells(line)

@@ -77,7 +77,9 @@ trap stop_servers EXIT
 # that the run shows what the static build saves, and a static build with SQLite alone runs
 # the SQLite row, as "sqlite-only" (what building only the databases one uses saves), and so
 # does the installed build linked without scripts/hot-symbols.txt's code layout, as
-# "unordered" (what that layout saves).
+# "unordered" (what that layout saves). Where the installed build links against musl, the
+# same build against glibc runs the SQLite, PostgreSQL, MariaDB and Virtuoso rows, as
+# "glibc" (what skipping glibc's start-up saves).
 if [[ -z ${BENCH_BIN:-} ]]; then
   BENCH_BIN=$(scripts/build-release.sh --quiet | tail -n 1)
   export BENCH_BIN
@@ -90,6 +92,10 @@ if [[ -z ${BENCH_EXTRA+set} ]]; then
     scripts/build-release.sh --quiet | tail -n 1)
   dynamic=${CARGO_TARGET_DIR:-$PWD/target}/release/virt_mail
   export BENCH_EXTRA="dynamic=$dynamic:sqlite+postgres socket+mariadb socket,sqlite-only=$sqlite_only:sqlite,unordered=$unordered:sqlite"
+  if [[ $BENCH_BIN == */x86_64-unknown-linux-musl/* ]]; then
+    glibc=$(VIRT_MAIL_LIBC=gnu scripts/build-release.sh --quiet | tail -n 1)
+    BENCH_EXTRA+=",glibc=$glibc:sqlite+postgres socket+mariadb socket+virt_mail virtuoso"
+  fi
 fi
 
 out=${BENCH_OUT:-${CARGO_TARGET_DIR:-target}/bench-deliver.md}

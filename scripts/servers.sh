@@ -43,8 +43,9 @@ APT_PACKAGES=(
   virtuoso-opensource-7 virtuoso-opensource-7-bin libvirtodbc0
   unixodbc unixodbc-dev odbcinst libsqliteodbc odbc-postgresql odbc-mariadb sqlite3
   # not servers, but installed the same way (no service started): Dovecot's doveadm reads
-  # what the Maildir tests deliver; GNU time gives the benchmark its RSS column
-  dovecot-core time
+  # what the Maildir tests deliver; GNU time gives the benchmark its RSS column; musl-gcc
+  # builds SQLite for the musl build that scripts/build-release.sh makes
+  dovecot-core time musl-tools
 )
 
 # ---------------------------------------------------------------- helpers ---
@@ -252,6 +253,14 @@ EOF
     /usr/sbin/pgbouncer /usr/bin/virtuoso-t /usr/bin/isql-vt /usr/bin/isql /usr/bin/sqlite3; do
     [[ -x $p ]] || die "install: $p missing after install"
   done
+  # The build to install links against musl when Rust has the target (build-release.sh says
+  # why); without it, that build uses glibc, so a failure here is only a warning.
+  if command -v rustup >/dev/null \
+    && ! [[ -d $(rustc --print sysroot 2>/dev/null)/lib/rustlib/x86_64-unknown-linux-musl ]] \
+    && [[ $(uname -m) == x86_64 ]]; then
+    rustup target add x86_64-unknown-linux-musl >&2 \
+      || warn "install: rustup target add x86_64-unknown-linux-musl failed; the release build will use glibc"
+  fi
   log "install: done"
 }
 

@@ -336,8 +336,9 @@ fn at_least_a_second(d: Duration) -> Duration {
 fn set_socket_timeouts(fd: RawFd, timeout: Duration) -> io::Result<()> {
     use nix::libc;
     let tv = libc::timeval {
-        tv_sec: libc::time_t::try_from(timeout.as_secs()).unwrap_or(libc::time_t::MAX),
-        tv_usec: libc::suseconds_t::from(timeout.subsec_micros() as i32),
+        // (Types inferred: musl's libc crate deprecates the names `time_t` and `suseconds_t`.)
+        tv_sec: timeout.as_secs().try_into().unwrap_or(i32::MAX.into()),
+        tv_usec: timeout.subsec_micros().into(),
     };
     for option in [libc::SO_RCVTIMEO, libc::SO_SNDTIMEO] {
         // SAFETY: `fd` is the connection's open socket, borrowed for the call; `tv` outlives
