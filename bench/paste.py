@@ -5,7 +5,7 @@ Usage: bench/paste.py [target/bench-deliver.md] [docs/PERFORMANCE.md]
 
 Replaces, from the bench's output (`bench/run.sh` keeps it in target/bench-deliver.md):
 the machine list under "## The machine of the figures below", the table under
-"## Results", the table under "### The same run, four builds of virt_mail" (built from
+"## Results", the table under "### The same run, other builds of virt_mail" (built from
 the rows of ours), and the verdicts block. The prose around them (dates, what limits each
 figure, the acceptance table) is written by hand: read it again after pasting.
 """
@@ -75,7 +75,7 @@ def replace_block(text, after, is_part, lines):
 
 doc = replace_block(doc, "## The machine of the figures below\n", lambda l: l.startswith("- "), machine)
 doc = replace_block(doc, "## Results\n", lambda l: l.startswith("|"), table)
-doc = replace_block(doc, "### The same run, four builds of virt_mail\n", lambda l: l.startswith("|"), builds)
+doc = replace_block(doc, "### The same run, other builds of virt_mail\n", lambda l: l.startswith("|"), builds)
 doc = replace_block(
     doc,
     "The bench's own verdicts",
