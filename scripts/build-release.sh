@@ -43,7 +43,6 @@ target_dir=${CARGO_TARGET_DIR:-target}
 [[ $target_dir == /* ]] || target_dir=$PWD/$target_dir   # cargo reads it from here too
 static=1
 [[ $host == *-linux-gnu ]] || static=0
-sysroot=$(rustc --print sysroot)
 [[ ${VIRT_MAIL_DYNAMIC:-} == 1 ]] && static=0
 for arg in "$@"; do
     case $arg in
@@ -61,6 +60,7 @@ hot_symbols_of() {
 
 if ((static)); then
     target=$host
+    sysroot=$(rustc --print sysroot)
     # rust-lld through its gcc wrapper: the linker rustc uses itself on x86_64 GNU/Linux.
     lld="-C link-arg=-B$sysroot/lib/rustlib/$host/bin/gcc-ld -C link-arg=-fuse-ld=lld"
     if [[ $host == x86_64-unknown-linux-gnu && ${VIRT_MAIL_LIBC:-musl} == musl ]] \

@@ -140,30 +140,6 @@ impl Odbc {
         }
         Ok(rows)
     }
-
-    /// Runs a statement, returning the driver's error instead of panicking.
-    ///
-    /// Virtuoso does not isolate concurrent DDL: two `CREATE TABLE`s at once can both pick
-    /// the same column ids and one is killed (SR175, unique index SYS_COLS). The tests run
-    /// in parallel threads, so statements the test itself runs on Virtuoso take turns; a
-    /// transaction Virtuoso killed anyway (rolled back whole) is run again.
-    fn exec_in_turn(&self, sql: &str) -> Result<(), String> {
-        if self.kind != Kind::Virtuoso {
-            return self.try_query(sql).map(drop);
-        }
-        static TURN: Mutex<()> = Mutex::new(());
-        let _turn = TURN.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let mut tries = 0;
-        loop {
-            match self.try_query(sql) {
-                Err(e) if tries < 5 && e.contains("Transaction killed") => {
-                    tries += 1;
-                    std::thread::sleep(std::time::Duration::from_millis(50 * tries));
-                }
-                other => return other.map(drop),
-            }
-        }
-    }
 }
 
 impl Store for Odbc {
@@ -188,8 +164,26 @@ impl Store for Odbc {
             .collect()
     }
 
+    /// Virtuoso does not isolate concurrent DDL: two `CREATE TABLE`s at once can both pick
+    /// the same column ids and one is killed (SR175, unique index SYS_COLS). The tests run
+    /// in parallel threads, so statements the test itself runs on Virtuoso take turns; a
+    /// transaction Virtuoso killed anyway (rolled back whole) is run again.
     fn try_exec(&self, sql: &str) -> Result<(), String> {
-        self.exec_in_turn(sql)
+        if self.kind != Kind::Virtuoso {
+            return self.try_query(sql).map(drop);
+        }
+        static TURN: Mutex<()> = Mutex::new(());
+        let _turn = TURN.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut tries = 0;
+        loop {
+            match self.try_query(sql) {
+                Err(e) if tries < 5 && e.contains("Transaction killed") => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(50 * tries));
+                }
+                other => return other.map(drop),
+            }
+        }
     }
 
     fn query(&self, sql: &str) -> Vec<Vec<Cell>> {
