@@ -19,6 +19,7 @@ mod odbc;
 mod original_bugs;
 #[cfg(feature = "postgres")]
 mod postgres;
+mod regex_shim;
 mod reliability;
 mod robustness;
 mod scenarios;
