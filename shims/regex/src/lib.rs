@@ -1,4 +1,5 @@
-//! `regex`'s API, as much of it as `mysql_common` uses, on top of `regex-lite`.
+//! `regex::bytes`, as much of it as `mysql_common` uses (`Regex::new`, `is_match`,
+//! `captures`, `Captures::get`, `Match::as_bytes`), on top of `regex-lite`.
 //!
 //! `regex-lite` compiles a pattern in microseconds where `regex` spends most of a millisecond
 //! building Unicode classes and its meta engine, once per process: for a delivery agent that
@@ -9,13 +10,11 @@
 //! - Perl classes (`\d`, `\w`, `\s`) are ASCII, not Unicode. `mysql_common` reads the
 //!   digits it matched with an ASCII-only integer parser, which would panic on the other
 //!   Unicode digits `regex` lets through.
-//! - `bytes::Regex` searches a haystack that is not valid UTF-8 with each invalid byte read
-//!   as a line feed. `regex` in Unicode mode matches no invalid byte with anything, and no
-//!   pattern `mysql_common` has can match a line feed, so their matches are the same; a
-//!   pattern that can match `\n` (`\s`, `[^…]`, `(?s).`) would see a difference. Offsets
-//!   are unchanged, so matches slice the caller's bytes.
-
-pub use regex_lite::{Captures, Error, Match, Regex, RegexBuilder, escape};
+//! - A haystack that is not valid UTF-8 is searched with each invalid byte read as a line
+//!   feed. `regex` in Unicode mode matches no invalid byte with anything, and no pattern
+//!   `mysql_common` has can match a line feed, so their matches are the same; a pattern that
+//!   can match `\n` (`\s`, `[^…]`, `(?s).`) would see a difference. Offsets are unchanged,
+//!   so matches slice the caller's bytes.
 
 /// Matching on `&[u8]`, as `regex::bytes` offers it.
 pub mod bytes {
@@ -33,18 +32,8 @@ pub mod bytes {
             regex_lite::Regex::new(pattern).map(Regex)
         }
 
-        pub fn as_str(&self) -> &str {
-            self.0.as_str()
-        }
-
         pub fn is_match(&self, haystack: &[u8]) -> bool {
             self.0.is_match(&text(haystack))
-        }
-
-        pub fn find<'h>(&self, haystack: &'h [u8]) -> Option<Match<'h>> {
-            let text = text(haystack);
-            let range = self.0.find(&text)?.range();
-            Some(Match::new(haystack, range))
         }
 
         pub fn captures<'h>(&self, haystack: &'h [u8]) -> Option<Captures<'h>> {
@@ -54,10 +43,6 @@ pub mod bytes {
                 .map(|i| found.get(i).map(|m| m.range()))
                 .collect();
             Some(Captures { haystack, groups })
-        }
-
-        pub fn captures_len(&self) -> usize {
-            self.0.captures_len()
         }
     }
 
@@ -71,67 +56,27 @@ pub mod bytes {
     impl<'h> Captures<'h> {
         pub fn get(&self, i: usize) -> Option<Match<'h>> {
             let range = self.groups.get(i)?.clone()?;
-            Some(Match::new(self.haystack, range))
-        }
-
-        pub fn len(&self) -> usize {
-            self.groups.len()
-        }
-
-        pub fn is_empty(&self) -> bool {
-            self.groups.is_empty()
-        }
-    }
-
-    impl std::ops::Index<usize> for Captures<'_> {
-        type Output = [u8];
-
-        fn index(&self, i: usize) -> &[u8] {
-            self.get(i)
-                .map(|m| m.as_bytes())
-                .unwrap_or_else(|| panic!("no group at index '{i}'"))
+            Some(Match {
+                haystack: self.haystack,
+                range,
+            })
         }
     }
 
     /// Where a pattern or group matched, in the caller's bytes.
-    #[derive(Clone, Copy, Debug, Eq, PartialEq)]
+    #[derive(Clone, Debug, Eq, PartialEq)]
     pub struct Match<'h> {
         haystack: &'h [u8],
-        start: usize,
-        end: usize,
+        range: Range<usize>,
     }
 
     impl<'h> Match<'h> {
-        fn new(haystack: &'h [u8], range: Range<usize>) -> Match<'h> {
-            Match {
-                haystack,
-                start: range.start,
-                end: range.end,
-            }
-        }
-
-        pub fn start(&self) -> usize {
-            self.start
-        }
-
-        pub fn end(&self) -> usize {
-            self.end
-        }
-
         pub fn range(&self) -> Range<usize> {
-            self.start..self.end
-        }
-
-        pub fn len(&self) -> usize {
-            self.end - self.start
-        }
-
-        pub fn is_empty(&self) -> bool {
-            self.start == self.end
+            self.range.clone()
         }
 
         pub fn as_bytes(&self) -> &'h [u8] {
-            &self.haystack[self.start..self.end]
+            &self.haystack[self.range.clone()]
         }
     }
 
