@@ -85,9 +85,10 @@ impl<'a> Target<'a> {
     }
 
     /// Whether the backend sends a large value to the database in pieces (so a spooled
-    /// message never needs to be in memory whole).
+    /// message never needs to be in memory whole). MySQL/MariaDB does on MariaDB only, which
+    /// the greeting tells; for a MySQL server the spooled message is read like any other.
     pub fn streams_values(&self) -> bool {
-        matches!(self, Target::Virtuoso | Target::Odbc)
+        matches!(self, Target::Virtuoso | Target::Odbc | Target::Mysql)
     }
 }
 

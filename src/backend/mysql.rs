@@ -50,6 +50,21 @@
 //! statements.
 //!
 //! **Transactions.** Autocommit stays on; `Deliver` runs inside `START TRANSACTION` … `COMMIT`.
+//!
+//! **Large values in pieces (MariaDB).** The crate builds every parameter into one
+//! `COM_STMT_EXECUTE` packet from owned buffers, so a 20 MiB message sat in memory three or
+//! four times. On MariaDB, without `compress=true`, a statement with a value of more than
+//! `message::SPOOL_AT` bytes (256 KiB) sends every parameter first as `COM_STMT_SEND_LONG_DATA`
+//! packets of at most 64 KiB, written straight to the connection's socket from the value (a
+//! spooled or mapped message drops each piece's pages once sent), as the crate itself does
+//! past 16 MiB. That command has no reply, and the crate writes and flushes whole commands
+//! and reads only what it asked for, so the packets slot in between two of its commands.
+//! The crate's execute request then carries an empty string per parameter: the type
+//! (`VAR_STRING`, as inline) that the server checks accepts long data, and the server skips a
+//! parameter with long data when it reads the values, so the empty strings trail unread
+//! (MariaDB's `insert_params`). The server converts the gathered value as it would an inline
+//! string, up to its `max_allowed_packet`. Against a MySQL server (not tested here) the crate
+//! sends values its own way.
 
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
@@ -74,14 +89,24 @@ const BINARY_CHARSET: u16 = 63;
 /// `SELECT @@max_allowed_packet` at connect; the server still applies its own limit.
 const MAX_PACKET: usize = 1 << 30;
 
+/// Values longer than this go to MariaDB as long data (the module comment): the size past
+/// which the message is spooled rather than held, so such a value is never copied whole.
+const LONG_DATA_AT: usize = crate::message::SPOOL_AT;
+
+/// Long data travels in pieces of this size, as to Virtuoso.
+const PIECE: usize = 64 * 1024;
+
 pub struct Mysql {
     conn: Conn,
     limits: Limits,
+    /// Large values may be written as long data onto the socket (MariaDB, no compression).
+    long_data: bool,
 }
 
 impl Mysql {
     pub fn connect(dsn: &str, limits: Limits) -> Result<Mysql, DbError> {
         let opts = options(dsn, limits)?;
+        let compressed = opts.get_compress().is_some();
         let mut conn = Conn::new(opts).map_err(|e| error(DbStep::Connect, e, limits))?;
         let backstop = at_least_a_second(limits.statement) + CLIENT_MARGIN;
         set_socket_timeouts(conn.as_raw_fd(), backstop).map_err(|e| {
@@ -99,7 +124,11 @@ impl Mysql {
         crate::debug!("mysql: server version {version:?}; {setup}");
         conn.query_drop(&setup)
             .map_err(|e| error(DbStep::Connect, e, limits))?;
-        Ok(Mysql { conn, limits })
+        Ok(Mysql {
+            conn,
+            limits,
+            long_data: is_mariadb(version) && !compressed,
+        })
     }
 
     fn simple(&mut self, sql: &str, step: DbStep) -> Result<(), DbError> {
@@ -133,11 +162,30 @@ impl Backend for Mysql {
             ));
         }
         let sent: usize = bound.params.iter().map(|v| v.as_bytes().len()).sum();
-        let params: Vec<mysql::Value> = bound
-            .params
-            .iter()
-            .map(|v| mysql::Value::Bytes(v.as_bytes().to_vec()))
-            .collect();
+        let as_long_data = self.long_data
+            && bound
+                .params
+                .iter()
+                .any(|v| v.as_bytes().len() > LONG_DATA_AT);
+        if as_long_data {
+            crate::debug!("mysql: {} values as long data", bound.params.len());
+        }
+        let mut params = Vec::with_capacity(bound.params.len());
+        for (index, value) in bound.params.iter().enumerate() {
+            if as_long_data {
+                // Index < 65,536: the protocol's limit on parameters, which prepare enforced.
+                send_long_data(
+                    self.conn.as_raw_fd(),
+                    stmt.id(),
+                    index as u16,
+                    value.as_bytes(),
+                )
+                .map_err(|e| too_big_hint(io_error(DbStep::Execute, &e, limits), sent))?;
+                params.push(mysql::Value::Bytes(Vec::new()));
+            } else {
+                params.push(mysql::Value::Bytes(value.as_bytes().to_vec()));
+            }
+        }
         let params = if params.is_empty() {
             Params::Empty
         } else {
@@ -177,6 +225,51 @@ impl Backend for Mysql {
     fn rollback(&mut self) -> Result<(), DbError> {
         self.simple("ROLLBACK", DbStep::Execute)
     }
+}
+
+/// Sends `bytes` as the long data of parameter `param` of statement `stmt`: one
+/// `COM_STMT_SEND_LONG_DATA` packet per piece, written to the connection's socket between two
+/// of the crate's commands (see the module comment). The server answers none of them; it
+/// reports a problem (a value over `max_allowed_packet`) when the statement is executed.
+fn send_long_data(fd: RawFd, stmt: u32, param: u16, bytes: &[u8]) -> io::Result<()> {
+    use std::io::IoSlice;
+    use std::os::fd::BorrowedFd;
+    // SAFETY: `fd` is the crate's open socket, which outlives this call.
+    let socket = unsafe { BorrowedFd::borrow_raw(fd) };
+    // An empty value is one empty piece: the parameter must still be marked as long data.
+    let pieces = bytes
+        .chunks(PIECE)
+        .chain(bytes.is_empty().then_some(&[][..]));
+    for piece in pieces {
+        let header = long_data_header(stmt, param, piece.len());
+        let mut slices = [IoSlice::new(&header), IoSlice::new(piece)];
+        let mut left = &mut slices[..];
+        while !left.is_empty() {
+            match nix::sys::uio::writev(socket, left) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => IoSlice::advance_slices(&mut left, n),
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        crate::spool::release(piece);
+    }
+    Ok(())
+}
+
+/// The packet header and command fields before a piece of long data: payload length (3 bytes,
+/// little-endian), sequence number 0 (each packet is a command of its own), the command byte
+/// 0x18, the statement id (4 bytes) and the parameter's index (2 bytes).
+fn long_data_header(stmt: u32, param: u16, piece: usize) -> [u8; 11] {
+    const COM_STMT_SEND_LONG_DATA: u8 = 0x18;
+    debug_assert!(piece <= PIECE);
+    let payload = (piece + 7) as u32;
+    let mut header = [0u8; 11];
+    header[..3].copy_from_slice(&payload.to_le_bytes()[..3]);
+    header[4] = COM_STMT_SEND_LONG_DATA;
+    header[5..9].copy_from_slice(&stmt.to_le_bytes());
+    header[9..11].copy_from_slice(&param.to_le_bytes());
+    header
 }
 
 /// A server closes the connection on a packet over its `max_allowed_packet` (16 MiB by
@@ -311,9 +404,7 @@ fn session_setup(version: (u16, u16, u16), statement: Duration) -> String {
     // column cannot hold must fail (70, nothing stored), never be stored altered.
     const STRICT: &str = "sql_mode = CONCAT(@@session.sql_mode, ',STRICT_ALL_TABLES')";
     let lock_wait = statement.as_secs_f64().ceil().clamp(1.0, 1_073_741_824.0) as u64;
-    // MariaDB ≥ 10 greets as "5.5.5-10.x.y-MariaDB" (read as 5.5.5) or, later, as "11.x.y".
-    let mariadb = version.0 >= 10 || version == (5, 5, 5);
-    if !mariadb && version >= (5, 7, 8) {
+    if !is_mariadb(version) && version >= (5, 7, 8) {
         let ms = statement.as_millis().clamp(1, u128::from(u32::MAX));
         format!(
             "SET SESSION {STRICT}, innodb_lock_wait_timeout = {lock_wait}, max_execution_time = {ms}"
@@ -325,6 +416,12 @@ fn session_setup(version: (u16, u16, u16), statement: Duration) -> String {
              /*M!100108 , max_statement_time = {seconds:.6} */"
         )
     }
+}
+
+/// MariaDB ≥ 10 greets as "5.5.5-10.x.y-MariaDB" (read as 5.5.5) or, later, as "11.x.y";
+/// MySQL as 5.x or 8.x.
+fn is_mariadb(version: (u16, u16, u16)) -> bool {
+    version.0 >= 10 || version == (5, 5, 5)
 }
 
 fn at_least_a_second(d: Duration) -> Duration {
@@ -732,6 +829,19 @@ mod tests {
             connect: Duration::from_secs(3),
             statement: Duration::from_secs(2),
         }
+    }
+
+    #[test]
+    fn long_data_packets_follow_the_protocol() {
+        // COM_STMT_SEND_LONG_DATA for statement 0x0102_0304, parameter 2, a 65,536-byte piece:
+        // payload 65,543 = 0x01_0007 bytes, sequence 0.
+        assert_eq!(
+            long_data_header(0x0102_0304, 2, PIECE),
+            [
+                0x07, 0x00, 0x01, 0x00, 0x18, 0x04, 0x03, 0x02, 0x01, 0x02, 0x00
+            ]
+        );
+        assert_eq!(long_data_header(1, 0, 0)[..5], [7, 0, 0, 0, 0x18]);
     }
 
     #[test]

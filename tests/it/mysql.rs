@@ -481,3 +481,154 @@ fn two_hundred_parallel_deliveries() {
         );
     }
 }
+
+/// Past 256 KiB a statement's values go to MariaDB as long data, written onto the socket
+/// between the crate's commands, with empty strings trailing in the execute request. Every
+/// value must still land in its own column, exactly: the message not last and used twice,
+/// an empty sender, over TCP and the unix socket, from a pipe and from a file; at the
+/// threshold, and on a compressed connection, inline, with the same rows.
+#[test]
+fn large_values_go_as_long_data_and_land_exactly() {
+    let Some(store) = server() else { return };
+    let Some(socket) =
+        stores::require("mariadb socket", stores::env("VIRT_MAIL_TEST_MYSQL_SOCKET"))
+    else {
+        return;
+    };
+    let (userinfo, db) = parts(store.url());
+    let via_socket = Via {
+        store: &store,
+        dsn: format!("mysql://{userinfo}@localhost/{db}?socket={socket}"),
+    };
+    // Compressed packets cannot be written beside the crate's: there values stay inline.
+    let compressed = Via {
+        store: &store,
+        dsn: format!("{}?compress=true", store.url()),
+    };
+    const THRESHOLD: usize = 256 * 1024;
+    for (target, long_data) in [
+        (&store as &dyn Store, true),
+        (&via_socket, true),
+        (&compressed, false),
+    ] {
+        let case = Case::new(target);
+        let t = case.t.clone();
+        case.configure_statements(
+            &format!("SELECT name, folder FROM {t}_users WHERE name = '$local'"),
+            &format!(
+                "INSERT INTO {t}_mail (body, recipient, sender, folder) \
+                 VALUES ($message, $1, '$sender', CONCAT($2, '/', LENGTH($message)))"
+            ),
+            "",
+        );
+        let body = |len: usize| -> Vec<u8> {
+            (0..len as u32)
+                .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+                .collect()
+        };
+        let mut expected = Vec::new();
+        for len in [THRESHOLD, THRESHOLD + 1, 3 * THRESHOLD + 17] {
+            for sender in ["", "bob@example.org"] {
+                let out = case
+                    .run()
+                    .args(["--debug", "-l", "alice", "-s", sender])
+                    .stdin(body(len))
+                    .expect(0);
+                let said = text(&out.stderr).contains("mysql: 5 values as long data");
+                assert_eq!(
+                    said,
+                    long_data && len > THRESHOLD,
+                    "{len} bytes: {}",
+                    text(&out.stderr)
+                );
+                expected.push((sender.to_string(), body(len)));
+            }
+        }
+        // qmail: a message file, mapped in place after the header lines it adds.
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), body(2 * THRESHOLD)).unwrap();
+        case.run()
+            .mailer("qmail")
+            .args(["--debug", "-l", "alice", "-s", "q@example.org"])
+            .stdin_file(file.path())
+            .expect(status_for("qmail", 0));
+        let mut from_file = prefix("qmail");
+        from_file.extend_from_slice(&body(2 * THRESHOLD));
+        expected.push(("q@example.org".to_string(), from_file));
+        let mails = case.mails();
+        assert_eq!(mails.len(), expected.len(), "{}", target.name());
+        for (mail, (sender, body)) in mails.iter().zip(&expected) {
+            let what = format!("{} {} bytes from <{sender}>", target.name(), body.len());
+            assert_eq!(mail.recipient, "alice", "{what}");
+            assert_eq!(mail.sender.as_deref(), Some(sender.as_str()), "{what}");
+            assert_eq!(
+                mail.folder.as_deref(),
+                Some(format!("Inbox/{}", body.len()).as_str()),
+                "{what}"
+            );
+            assert!(&mail.body == body, "{what}: body differs");
+        }
+    }
+}
+
+/// The same character-set rules for a large body as for a small one (the module comment):
+/// into a utf8mb4 TEXT column UTF-8 is stored as sent and invalid UTF-8 refused (1366,
+/// permanent, nothing stored); into a latin1 column UTF-8 is converted.
+#[test]
+fn large_text_bodies_follow_the_inline_rules() {
+    let Some(store) = server() else { return };
+    let case = Case::new(&store);
+    let t = case.t.clone();
+    let _tables = Tables {
+        store: &store,
+        names: vec![format!("{t}_text")],
+    };
+    store.exec(&format!(
+        "CREATE TABLE {t}_text (id BIGINT AUTO_INCREMENT PRIMARY KEY, \
+         utf LONGTEXT CHARACTER SET utf8mb4, latin LONGTEXT CHARACTER SET latin1)"
+    ));
+    let into = |column: &str| {
+        case.configure_statements(
+            &format!("SELECT name FROM {t}_users WHERE name = '$local'"),
+            &format!("INSERT INTO {t}_text ({column}) VALUES ($message)"),
+            "",
+        )
+    };
+    let line = "Subject: caf\u{e9}\n\nzo\u{eb} caf\u{e9} na\u{ef}ve\r\n";
+    for size in [1000, 400_000] {
+        let good = line.repeat(size / line.len()).into_bytes();
+        let mut bad = good.clone();
+        bad.extend_from_slice(b"\xff\xfe caf\xe9\n");
+        into("utf");
+        case.run()
+            .args(["-l", "alice"])
+            .stdin(good.clone())
+            .expect(0);
+        let out = case
+            .run()
+            .args(["-l", "alice"])
+            .stdin(bad.clone())
+            .expect(70);
+        assert!(text(&out.stderr).contains("1366"), "{}", text(&out.stderr));
+        into("latin");
+        case.run()
+            .args(["-l", "alice"])
+            .stdin(good.clone())
+            .expect(0);
+        let rows = store.query(&format!(
+            "SELECT utf, HEX(latin) FROM {t}_text ORDER BY id DESC LIMIT 2"
+        ));
+        assert_eq!(rows.len(), 2, "{size} bytes: the refused body left nothing");
+        let latin1: Vec<u8> = String::from_utf8(good.clone())
+            .unwrap()
+            .chars()
+            .map(|c| u8::try_from(u32::from(c)).unwrap())
+            .collect();
+        let hex: String = latin1.iter().map(|b| format!("{b:02X}")).collect();
+        assert_eq!(text_cell(&rows[0][1]), hex, "{size} bytes into latin1");
+        assert!(
+            rows[1][0].as_deref() == Some(&good[..]),
+            "{size} bytes into utf8mb4"
+        );
+    }
+}

@@ -789,6 +789,16 @@ mod streaming {
         }
     }
 
+    /// MariaDB natively: long data from the spool or the mapped file (before: the message,
+    /// the crate's parameter and its packets, 74 MiB for 20 MiB).
+    #[cfg(feature = "mysql")]
+    #[test]
+    fn mariadb_native() {
+        if let Some(s) = stores::require("mariadb", stores::mysql::Mysql::from_env()) {
+            super::large_messages_take_no_more_memory(&s)
+        }
+    }
+
     #[cfg(all(feature = "odbc", feature = "virtuoso"))]
     #[test]
     fn virtuoso_native() {
