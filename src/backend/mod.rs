@@ -84,11 +84,16 @@ impl<'a> Target<'a> {
         }
     }
 
-    /// Whether the backend sends a large value to the database in pieces (so a spooled
-    /// message never needs to be in memory whole). MySQL/MariaDB does on MariaDB only, which
-    /// the greeting tells; for a MySQL server the spooled message is read like any other.
+    /// Whether the backend takes a large value a piece at a time, so that a spooled message
+    /// never needs to be in memory whole: Virtuoso, ODBC and MariaDB send it to the database
+    /// in pieces (a MySQL server, which the greeting tells, gets a copy as before);
+    /// PostgreSQL copies it into the driver's Bind message in pieces, one copy fewer.
+    /// SQLite builds its record from the whole value, so a spool would only add a copy.
     pub fn streams_values(&self) -> bool {
-        matches!(self, Target::Virtuoso | Target::Odbc | Target::Mysql)
+        matches!(
+            self,
+            Target::Virtuoso | Target::Odbc | Target::Mysql | Target::Postgres
+        )
     }
 }
 

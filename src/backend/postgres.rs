@@ -552,8 +552,15 @@ impl std::fmt::Debug for Param<'_> {
 }
 
 impl ToSql for Param<'_> {
+    /// Copies the value into the Bind message a piece at a time, dropping each piece of a
+    /// spooled message from memory once copied: a large message is then held by the Bind
+    /// message and the connection's write buffer only, not by a third copy of our own.
     fn to_sql(&self, _: &Type, out: &mut BytesMut) -> Result<IsNull, BoxError> {
-        out.extend_from_slice(self.bytes);
+        out.reserve(self.bytes.len());
+        for piece in self.bytes.chunks(64 * 1024) {
+            out.extend_from_slice(piece);
+            crate::spool::release(piece);
+        }
         Ok(IsNull::No)
     }
 
