@@ -78,6 +78,8 @@ use super::{Backend, Limits, Row};
 use crate::config::Statement;
 use crate::error::{DbError, DbStep, Retry};
 use crate::macros::{Macros, Placeholder, Value};
+// Long data travels in the spool's pieces, as to Virtuoso.
+use crate::spool::PIECE;
 
 /// The client-side backstop waits this much longer than the server's own statement limit.
 const CLIENT_MARGIN: Duration = Duration::from_secs(5);
@@ -92,9 +94,6 @@ const MAX_PACKET: usize = 1 << 30;
 /// Values longer than this go to MariaDB as long data (the module comment): the size past
 /// which the message is spooled rather than held, so such a value is never copied whole.
 const LONG_DATA_AT: usize = crate::message::SPOOL_AT;
-
-/// Long data travels in pieces of this size, as to Virtuoso.
-const PIECE: usize = 64 * 1024;
 
 pub struct Mysql {
     conn: Conn,

@@ -557,7 +557,7 @@ impl ToSql for Param<'_> {
     /// message and the connection's write buffer only, not by a third copy of our own.
     fn to_sql(&self, _: &Type, out: &mut BytesMut) -> Result<IsNull, BoxError> {
         out.reserve(self.bytes.len());
-        for piece in self.bytes.chunks(64 * 1024) {
+        for piece in self.bytes.chunks(crate::spool::PIECE) {
             out.extend_from_slice(piece);
             crate::spool::release(piece);
         }

@@ -85,20 +85,23 @@ fn deliver_user(case: &Case<'_>) -> String {
     mails.last().unwrap().folder.clone().unwrap()
 }
 
+/// The same database through the server's unix socket (the host part is not used).
+fn via_socket(store: &Mysql) -> Option<Via<'_>> {
+    let socket = stores::require("mariadb socket", stores::env("VIRT_MAIL_TEST_MYSQL_SOCKET"))?;
+    let (userinfo, db) = parts(store.url());
+    Some(Via {
+        store,
+        dsn: format!("mysql://{userinfo}@localhost/{db}?socket={socket}"),
+    })
+}
+
 #[test]
 fn unix_socket_and_mariadb_scheme_deliver() {
     let Some(store) = server() else { return };
-    let Some(socket) =
-        stores::require("mariadb socket", stores::env("VIRT_MAIL_TEST_MYSQL_SOCKET"))
-    else {
+    let Some(via) = via_socket(&store) else {
         return;
     };
     let (userinfo, db) = parts(store.url());
-    // The socket: the host part is not used.
-    let via = Via {
-        store: &store,
-        dsn: format!("mysql://{userinfo}@localhost/{db}?socket={socket}"),
-    };
     let case = Case::new(&via);
     assert_eq!(
         deliver_user(&case),
@@ -490,15 +493,8 @@ fn two_hundred_parallel_deliveries() {
 #[test]
 fn large_values_go_as_long_data_and_land_exactly() {
     let Some(store) = server() else { return };
-    let Some(socket) =
-        stores::require("mariadb socket", stores::env("VIRT_MAIL_TEST_MYSQL_SOCKET"))
-    else {
+    let Some(via_socket) = via_socket(&store) else {
         return;
-    };
-    let (userinfo, db) = parts(store.url());
-    let via_socket = Via {
-        store: &store,
-        dsn: format!("mysql://{userinfo}@localhost/{db}?socket={socket}"),
     };
     // Compressed packets cannot be written beside the crate's: there values stay inline.
     let compressed = Via {

@@ -60,7 +60,7 @@ use wire::Value as Wire;
 const CLIENT_VERSION: &[u8] = b"07.20.3229";
 /// Pieces of a value sent at execution. Interleaved runs on Virtuoso 7.2 (20 MiB messages):
 /// 8 KiB and 64 KiB pieces 43–44 ms per delivery, 1 MiB pieces 65 ms.
-const CHUNK: usize = 64 << 10;
+const CHUNK: usize = crate::spool::PIECE;
 /// Added to StatementTimeout for the socket's own timeouts.
 const CLIENT_MARGIN: Duration = Duration::from_secs(5);
 
