@@ -25,6 +25,10 @@
 //! cannot hold (invalid UTF-8, NUL) are refused with a permanent error naming the parameter
 //! ("use a bytea column"): never converted lossily.
 //!
+//! **Large values.** A statement with a value past 256 KiB is not handed to the crate, which
+//! would hold two copies of it: `direct` writes it onto the crate's socket itself, a piece
+//! at a time from the spool, and reads the answers the same way (see there).
+//!
 //! **Results.** All rows are read (an `INSERT … RETURNING` completes only then); the first is
 //! kept, each column as the text PostgreSQL prints for it (numbers, booleans `t`/`f`, dates in
 //! ISO form; `timestamptz` in UTC with `+00`), `bytea` as bytes, NULL as empty text.
@@ -57,15 +61,22 @@ use super::{Backend, Limits, Row};
 use crate::config::Statement;
 use crate::error::{DbError, DbStep, Retry};
 use crate::macros::{Macros, Placeholder, Value};
+use direct::Socket;
+
+mod direct;
 
 type BoxError = Box<dyn StdError + Sync + Send>;
+
+/// Values past this size are written by `direct`, from the spool, rather than by the crate.
+const DIRECT_AT: usize = crate::message::SPOOL_AT;
 
 /// Extra time the client-side limits allow beyond the statement limit, so that the
 /// server's own time-out (a clean, classified error) normally fires first.
 const BACKSTOP_GRACE: Duration = Duration::from_secs(5);
 
-/// Work for the connection's thread.
-type Job = Box<dyn FnOnce(&mut Client) + Send>;
+/// Work for the connection's thread: the client, and its socket when it was found (see
+/// `direct`).
+type Job = Box<dyn FnOnce(&mut Client, Option<&Socket>) + Send>;
 
 /// A connection to PostgreSQL. The `postgres::Client` lives on a thread of its own and every
 /// call waits for it with a hard limit: the crate's `connect_timeout` covers only reaching
@@ -130,6 +141,7 @@ impl Postgres {
             .name("postgres".into())
             .spawn(move || {
                 block_signals();
+                let before = direct::open_fds();
                 let mut client = match config.connect(NoTls) {
                     Ok(client) => client,
                     Err(e) => {
@@ -137,11 +149,18 @@ impl Postgres {
                         return;
                     }
                 };
+                let socket = before.and_then(|before| Socket::opened_since(&before));
+                match &socket {
+                    Some(s) => crate::debug!("postgres: connected; large values go on {s}"),
+                    None => crate::debug!(
+                        "postgres: connected; socket not identified: the crate sends large values"
+                    ),
+                }
                 if ready_tx.send(Ok(())).is_err() {
                     return;
                 }
                 while let Ok(job) = job_queue.recv() {
-                    job(&mut client);
+                    job(&mut client, socket.as_ref());
                 }
                 drop(client);
             })
@@ -190,7 +209,7 @@ impl Postgres {
     fn call<R: Send + 'static>(
         &mut self,
         step: DbStep,
-        work: impl FnOnce(&mut Client) -> Result<R, DbError> + Send + 'static,
+        work: impl FnOnce(&mut Client, Option<&Socket>) -> Result<R, DbError> + Send + 'static,
     ) -> Result<R, DbError> {
         let gone = |what: &str| DbError::new(step, Retry::Transient, what.to_string());
         if self.abandoned {
@@ -202,8 +221,8 @@ impl Postgres {
             return Err(gone("the connection is closed"));
         };
         let (reply, answer) = mpsc::sync_channel(1);
-        let job: Job = Box::new(move |client| {
-            let _ = reply.send(work(client));
+        let job: Job = Box::new(move |client, socket| {
+            let _ = reply.send(work(client, socket));
         });
         if jobs.send(job).is_err() {
             return Err(gone("the connection's thread has ended"));
@@ -225,7 +244,7 @@ impl Postgres {
 
     /// A statement without parameters or results (BEGIN, COMMIT, ROLLBACK).
     fn simple(&mut self, sql: &'static str, step: DbStep) -> Result<(), DbError> {
-        self.call(step, move |client| {
+        self.call(step, move |client, _| {
             client.batch_execute(sql).map_err(|e| {
                 let mut error = error(step, &e);
                 error.message = format!("{sql}: {}", error.message);
@@ -257,7 +276,9 @@ impl Backend for Postgres {
             .into_iter()
             .map(|value| owned(value, macros.message))
             .collect();
-        self.call(DbStep::Execute, move |client| query(client, &sql, &params))
+        self.call(DbStep::Execute, move |client, socket| {
+            query(client, socket, &sql, &params)
+        })
     }
 
     fn begin(&mut self) -> Result<(), DbError> {
@@ -282,8 +303,14 @@ impl Backend for Postgres {
 }
 
 /// Prepares `sql` (the server infers the parameter types), binds `params` by those types,
-/// reads every row and returns the first.
-fn query(client: &mut Client, sql: &str, params: &[Value<'_>]) -> Result<Option<Row>, DbError> {
+/// reads every row and returns the first. A statement with a large value is sent by
+/// `direct` on `socket`, when it is known.
+fn query(
+    client: &mut Client,
+    socket: Option<&Socket>,
+    sql: &str,
+    params: &[Value<'_>],
+) -> Result<Option<Row>, DbError> {
     let prepared = client
         .prepare(sql)
         .map_err(|e| error(DbStep::Prepare, &e))?;
@@ -305,6 +332,19 @@ fn query(client: &mut Client, sql: &str, params: &[Value<'_>]) -> Result<Option<
         .enumerate()
         .map(|(i, (value, ty))| Param::new(i + 1, value, ty))
         .collect::<Result<Vec<_>, _>>()?;
+    let large = params.iter().any(|p| p.bytes.len() > DIRECT_AT);
+    if let Some(socket) = socket
+        .filter(|_| large && !client.is_closed())
+        .and_then(Socket::current)
+    {
+        crate::debug!("postgres: {} values written onto the socket", params.len());
+        let columns: Vec<Type> = prepared
+            .columns()
+            .iter()
+            .map(|c| c.type_().clone())
+            .collect();
+        return direct::run(socket, sql, types, &columns, &params);
+    }
     let mut rows = client
         .query_raw(&prepared, params.iter())
         .map_err(|e| error(DbStep::Execute, &e))?;
@@ -464,25 +504,7 @@ fn is_transient(sqlstate: &str) -> bool {
 /// SQLSTATE; errors without one (I/O, closed connection, time-out, TLS) are transient.
 fn error(step: DbStep, e: &postgres::Error) -> DbError {
     if let Some(db) = e.as_db_error() {
-        let code = db.code().code();
-        let retry = if is_transient(code) {
-            Retry::Transient
-        } else {
-            Retry::Permanent
-        };
-        let mut message = db.message().to_string();
-        if let Some(detail) = db.detail() {
-            message.push_str(" DETAIL: ");
-            message.push_str(detail);
-        }
-        if let Some(hint) = db.hint() {
-            message.push_str(" HINT: ");
-            message.push_str(hint);
-        }
-        if code == "57014" {
-            message.push_str(" (StatementTimeout)");
-        }
-        return DbError::new(step, retry, message).with_sqlstate(code);
+        return server_error(step, db.code().code(), db.message(), db.detail(), db.hint());
     }
     let mut message = e.to_string();
     let mut source = e.source();
@@ -492,6 +514,34 @@ fn error(step: DbStep, e: &postgres::Error) -> DbError {
         source = cause.source();
     }
     DbError::new(step, Retry::Transient, message)
+}
+
+/// An error the server reported, with its SQLSTATE `code`, as one line.
+fn server_error(
+    step: DbStep,
+    code: &str,
+    message: &str,
+    detail: Option<&str>,
+    hint: Option<&str>,
+) -> DbError {
+    let retry = if is_transient(code) {
+        Retry::Transient
+    } else {
+        Retry::Permanent
+    };
+    let mut message = message.to_string();
+    if let Some(detail) = detail {
+        message.push_str(" DETAIL: ");
+        message.push_str(detail);
+    }
+    if let Some(hint) = hint {
+        message.push_str(" HINT: ");
+        message.push_str(hint);
+    }
+    if code == "57014" {
+        message.push_str(" (StatementTimeout)");
+    }
+    DbError::new(step, retry, message).with_sqlstate(code)
 }
 
 fn is_bytea(ty: &Type) -> bool {

@@ -214,6 +214,179 @@ fn text_body_column_takes_utf8_and_refuses_the_rest() {
     assert_eq!(rows[0][1].as_deref(), Some(good.as_slice()));
 }
 
+/// The stores a large-value test runs on: the server over TCP, its unix socket, PgBouncer.
+fn every_way_in() -> Vec<Postgres> {
+    let Some(tcp) = store() else {
+        return Vec::new();
+    };
+    let Some(pooled) = stores::require("pgbouncer", stores::env("VIRT_MAIL_TEST_PGBOUNCER_URL"))
+    else {
+        return Vec::new();
+    };
+    let dir = stores::env("VIRT_MAIL_TEST_PG_SOCKET_DIR").unwrap();
+    let port = stores::env("VIRT_MAIL_TEST_PG_PORT").unwrap();
+    let (user, password, db) = credentials();
+    let socket = format!(
+        "postgres://{}:{}@/{db}?host={dir}&port={port}",
+        encode(&user),
+        encode(&password)
+    );
+    vec![
+        store().unwrap().with_dsn(socket),
+        store().unwrap().with_dsn(pooled),
+        tcp,
+    ]
+}
+
+/// A statement with a value past 256 KiB is written onto the connection's socket by
+/// virt_mail itself, a piece at a time from the spool or the message file
+/// (src/backend/postgres/direct.rs), smaller ones by the crate. Over the unix socket,
+/// PgBouncer and TCP, from a pipe and from a qmail message file, with the message used twice
+/// in the statement: every byte lands, and the other values with it.
+#[test]
+fn large_values_are_written_past_the_crate_and_land_exactly() {
+    const THRESHOLD: usize = 256 * 1024;
+    let body = |len: usize| -> Vec<u8> {
+        (0..len as u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+            .collect()
+    };
+    for store in every_way_in() {
+        let case = Case::new(&store);
+        let t = case.t.clone();
+        case.configure_statements(
+            &format!("SELECT name, folder FROM {t}_users WHERE name = '$local'"),
+            &format!(
+                "INSERT INTO {t}_mail (body, recipient, sender, folder) \
+                 VALUES ($message, $1, '$sender', $2 || '/' || length($message::bytea))"
+            ),
+            "",
+        );
+        let mut expected = Vec::new();
+        for len in [THRESHOLD, THRESHOLD + 1, 3 * THRESHOLD + 17] {
+            for sender in ["", "bob@example.org"] {
+                let out = case
+                    .run()
+                    .args(["--debug", "-l", "alice", "-s", sender])
+                    .stdin(body(len))
+                    .expect(0);
+                let said = text(&out.stderr).contains("postgres: 5 values written onto the socket");
+                assert_eq!(said, len > THRESHOLD, "{len} bytes: {}", text(&out.stderr));
+                expected.push((sender.to_string(), body(len)));
+            }
+        }
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), body(2 * THRESHOLD)).unwrap();
+        let out = case
+            .run()
+            .mailer("qmail")
+            .args(["--debug", "-l", "alice", "-s", "q@example.org"])
+            .stdin_file(file.path())
+            .expect(status_for("qmail", 0));
+        assert!(text(&out.stderr).contains("values written onto the socket"));
+        let mut from_file = prefix("qmail");
+        from_file.extend_from_slice(&body(2 * THRESHOLD));
+        expected.push(("q@example.org".to_string(), from_file));
+        let mails = case.mails();
+        assert_eq!(mails.len(), expected.len(), "{}", store.dsn());
+        for (mail, (sender, body)) in mails.iter().zip(&expected) {
+            let what = format!("{} {} bytes from <{sender}>", store.dsn(), body.len());
+            assert_eq!(mail.recipient, "alice", "{what}");
+            assert_eq!(mail.sender.as_deref(), Some(sender.as_str()), "{what}");
+            assert_eq!(
+                mail.folder.as_deref(),
+                Some(format!("Inbox/{}", body.len()).as_str()),
+                "{what}"
+            );
+            assert!(&mail.body == body, "{what}: body differs");
+        }
+    }
+}
+
+/// The answers to a large statement are read as the crate reads them: a RETURNING row is
+/// decoded for DeliverCheckReturn (1 only when the server stored exactly what was sent), a
+/// large UTF-8 body goes into a TEXT column, and errors keep their SQLSTATE and class: a NOT
+/// NULL violation bounces (70), a statement time-out defers (75); nothing is stored by
+/// either, and the connection is still in step for the ROLLBACK after them.
+#[test]
+fn answers_to_large_statements_are_read_and_classified() {
+    let large = |n: usize| -> Vec<u8> {
+        let mut text = b"Subject: big\n\n".to_vec();
+        while text.len() < n {
+            text.extend_from_slice("h\u{e9}llo \u{2603}\r\n".as_bytes());
+        }
+        text
+    };
+    let message = large(600 * 1024);
+    for store in every_way_in() {
+        let case = Case::new(&store);
+        let t = case.t.clone();
+        let _cleanup = Cleanup::tables(&store, &[format!("{t}_tmail")]);
+        store.exec(&format!(
+            "CREATE TABLE {t}_tmail (recipient TEXT NOT NULL, body TEXT NOT NULL)"
+        ));
+        let verify = format!("SELECT name, folder FROM {t}_users WHERE name = '$local'");
+        let configure = |deliver: String, extra: &str| {
+            case.configure_statements(&verify, &deliver, extra);
+        };
+        configure(
+            format!(
+                "INSERT INTO {t}_mail (recipient, body) VALUES ($1, $message) \
+                 RETURNING CASE WHEN body = $message::bytea THEN 1 ELSE 0 END"
+            ),
+            "DeliverCheckReturn = 1",
+        );
+        case.run()
+            .args(["-l", "alice"])
+            .stdin(message.clone())
+            .expect(0);
+        configure(
+            format!("INSERT INTO {t}_tmail (recipient, body) VALUES ($1, $message)"),
+            "",
+        );
+        case.run()
+            .args(["-l", "alice"])
+            .stdin(message.clone())
+            .expect(0);
+        configure(
+            format!("INSERT INTO {t}_mail (recipient, body) VALUES (NULL, $message)"),
+            "",
+        );
+        let out = case
+            .run()
+            .args(["-l", "alice"])
+            .stdin(message.clone())
+            .expect(70);
+        assert!(text(&out.stderr).contains("23502"), "{}", text(&out.stderr));
+        configure(
+            format!(
+                "INSERT INTO {t}_mail (recipient, body) \
+                 SELECT $1, $message FROM pg_sleep(10)"
+            ),
+            "StatementTimeout = 1",
+        );
+        let started = Instant::now();
+        let out = case
+            .run()
+            .args(["-l", "alice"])
+            .stdin(message.clone())
+            .expect(75);
+        let err = text(&out.stderr);
+        // Through PgBouncer the startup options are ignored: the client's own limit fires.
+        assert!(
+            err.contains("57014") || err.contains("StatementTimeout"),
+            "{err}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(20));
+        let mails = case.mails();
+        assert_eq!(mails.len(), 1, "{}", store.dsn());
+        assert_eq!(mails[0].body, message);
+        let rows = store.query(&format!("SELECT body FROM {t}_tmail"));
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0][0].as_deref(), Some(message.as_slice()));
+    }
+}
+
 /// (c) A row lock held past StatementTimeout = 1: deferred (75, qmail 111) within a few
 /// seconds, nothing stored; once released, the delivery goes through.
 #[test]
