@@ -679,14 +679,15 @@ fn procedure_call_with_inout_is_a_check_return() {
 
 /// A TCP proxy to the test server that can be frozen: from then on it swallows everything in
 /// both directions while keeping both connections open, like a hung pooler or proxy. Neither
-/// keepalives nor the server's statement_timeout can help against that.
+/// keepalives nor the server's statement_timeout can help against that. It freezes when told,
+/// or by itself once `after` bytes have gone from the client to the server.
 struct FreezingProxy {
     port: u16,
     frozen: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl FreezingProxy {
-    fn start(upstream: String) -> FreezingProxy {
+    fn start(upstream: String, after: Option<usize>) -> FreezingProxy {
         use std::io::{Read, Write};
         use std::sync::atomic::Ordering;
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -699,16 +700,25 @@ impl FreezingProxy {
                 let Ok(server) = std::net::TcpStream::connect(&upstream) else {
                     return;
                 };
-                for (mut from, mut to) in [
-                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
-                    (server, client),
+                for (mut from, mut to, after) in [
+                    (
+                        client.try_clone().unwrap(),
+                        server.try_clone().unwrap(),
+                        after,
+                    ),
+                    (server, client, None),
                 ] {
                     let flag = flag.clone();
                     std::thread::spawn(move || {
                         let mut buf = [0u8; 16384];
+                        let mut passed = 0;
                         while let Ok(n) = from.read(&mut buf) {
                             if n == 0 {
                                 break;
+                            }
+                            passed += n;
+                            if after.is_some_and(|after| passed >= after) {
+                                flag.store(true, Ordering::SeqCst);
                             }
                             if !flag.load(Ordering::SeqCst) && to.write_all(&buf[..n]).is_err() {
                                 break;
@@ -727,9 +737,10 @@ impl FreezingProxy {
     }
 }
 
-/// A peer that keeps the connection open but stops answering between Verify and Deliver:
-/// deferred after StatementTimeout plus the grace (the hard client-side limit), nothing stored.
-/// A SIGTERM from the MTA meanwhile still ends the run with "try again".
+/// A peer that keeps the connection open but stops answering between Verify and Deliver, or
+/// in the middle of a large message (which virt_mail writes onto the socket itself, see
+/// `direct`): deferred after StatementTimeout plus the grace (the hard client-side limit),
+/// nothing stored. A SIGTERM from the MTA meanwhile still ends the run with "try again".
 #[test]
 fn a_silent_peer_mid_delivery_defers_at_the_hard_limit() {
     use std::io::{BufRead, BufReader, Write};
@@ -742,8 +753,17 @@ fn a_silent_peer_mid_delivery_defers_at_the_hard_limit() {
         "127.0.0.1:{}",
         stores::env("VIRT_MAIL_TEST_PG_PORT").unwrap()
     );
-    for terminate in [false, true] {
-        let proxy = FreezingProxy::start(upstream.clone());
+    let large = [&b"Subject: frozen\n\n"[..], &vec![b'x'; 1 << 20]].concat();
+    let small = b"Subject: frozen\n\nbody\n".to_vec();
+    for (terminate, body) in [
+        (false, &small),
+        (true, &small),
+        (false, &large),
+        (true, &large),
+    ] {
+        let direct = body.len() > 256 * 1024;
+        // Frozen after Verify, or after the first 128 KiB of the large message's Bind.
+        let proxy = FreezingProxy::start(upstream.clone(), direct.then_some(128 << 10));
         let store = Postgres::from_env().unwrap().with_dsn(format!(
             "postgres://{}:{}@127.0.0.1:{}/{db}",
             encode(&user),
@@ -775,10 +795,12 @@ fn a_silent_peer_mid_delivery_defers_at_the_hard_limit() {
                 "Verify never finished"
             );
         }
-        proxy.freeze();
+        if !direct {
+            proxy.freeze();
+        }
         let start = Instant::now();
         let mut stdin = child.stdin.take().unwrap();
-        stdin.write_all(b"Subject: frozen\n\nbody\n").unwrap();
+        stdin.write_all(body).unwrap();
         drop(stdin);
         if terminate {
             std::thread::sleep(Duration::from_millis(500));
@@ -799,6 +821,11 @@ fn a_silent_peer_mid_delivery_defers_at_the_hard_limit() {
             );
             assert!(rest.contains("abandoned"), "{rest}");
         }
+        assert_eq!(
+            rest.contains("values written onto the socket"),
+            direct,
+            "{rest}"
+        );
         assert_eq!(case.count(), 0, "nothing stored");
     }
 }
