@@ -603,8 +603,9 @@ impl std::fmt::Debug for Param<'_> {
 
 impl ToSql for Param<'_> {
     /// Copies the value into the Bind message a piece at a time, dropping each piece of a
-    /// spooled message from memory once copied: a large message is then held by the Bind
-    /// message and the connection's write buffer only, not by a third copy of our own.
+    /// spooled message from memory once copied. A large value comes here only when `direct`
+    /// cannot send it (its socket was not identified): the Bind message and the connection's
+    /// write buffer then hold it, but not a third copy of our own.
     fn to_sql(&self, _: &Type, out: &mut BytesMut) -> Result<IsNull, BoxError> {
         out.reserve(self.bytes.len());
         for piece in self.bytes.chunks(crate::spool::PIECE) {
