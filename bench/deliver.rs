@@ -119,6 +119,9 @@ pub struct Row {
     pub tput2: f64,
     /// 1-minute load average when the row finished.
     pub load: f64,
+    /// Share of the machine's CPU time the VM's host took while the row ran (steal), in %:
+    /// above a few per cent, times (and CPU times) are not comparable with a quiet run.
+    pub steal: f64,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -776,6 +779,29 @@ Content-Type: application/octet-stream\nContent-Transfer-Encoding: base64\n\n",
 
 // ---------------------------------------------------------------------------- machine ---
 
+/// The machine's CPU time stolen by the VM's host, and all its CPU time, in ticks since
+/// boot (`/proc/stat`: user nice system idle iowait irq softirq steal).
+fn cpu_ticks() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let fields: Vec<u64> = stat
+        .lines()
+        .next()?
+        .strip_prefix("cpu ")?
+        .split_whitespace()
+        .take(8)
+        .map(|v| v.parse().ok())
+        .collect::<Option<_>>()?;
+    Some((*fields.get(7)?, fields.iter().sum()))
+}
+
+/// Steal since `start` (from `cpu_ticks`), in % of the CPU time that passed.
+fn steal_since(start: Option<(u64, u64)>) -> f64 {
+    match (start, cpu_ticks()) {
+        (Some((s0, t0)), Some((s1, t1))) if t1 > t0 => (s1 - s0) as f64 * 100.0 / (t1 - t0) as f64,
+        _ => f64::NAN,
+    }
+}
+
 fn load1() -> f64 {
     std::fs::read_to_string("/proc/loadavg")
         .ok()
@@ -898,6 +924,7 @@ fn main() {
         .tempdir_in(env_or("BENCH_DIR", "/var/tmp"))
         .unwrap();
     let load_start = load1();
+    let ticks_start = cpu_ticks();
     let (db, config) = sqlite_setup(dir.path());
     let config = config.to_str().unwrap().to_string();
 
@@ -978,6 +1005,7 @@ fn main() {
         .max(10);
         for spec in &specs {
             let row_started = Instant::now();
+            let row_ticks = cpu_ticks();
             let runs =
                 |runs: usize, streams: usize| measure(spec, &input, &data, runs, streams, mode);
             // Warm up caches and the database file.
@@ -1017,9 +1045,10 @@ fn main() {
                 tput1: n as f64 / wall1,
                 tput2,
                 load: load1(),
+                steal: steal_since(row_ticks),
             };
             eprintln!(
-                "bench: {:<34} {:>8}  median {:>9.3} ms  p99 {:>9.3} ms  cpu {:>8.3} ms  {:>6.1} MiB  {:>7.1}/s  2 pipes {:>7.1}/s  load {:.2}  ({:.1} s)",
+                "bench: {:<34} {:>8}  median {:>9.3} ms  p99 {:>9.3} ms  cpu {:>8.3} ms  {:>6.1} MiB  {:>7.1}/s  2 pipes {:>7.1}/s  load {:.2}  steal {:.0} %  ({:.1} s)",
                 row.name,
                 human(size),
                 row.median_ms,
@@ -1029,6 +1058,7 @@ fn main() {
                 row.tput1,
                 row.tput2,
                 row.load,
+                row.steal,
                 row_started.elapsed().as_secs_f64()
             );
             rows.push(row);
@@ -1047,6 +1077,10 @@ fn main() {
     }
     println!(
         "- load average (1 min): {load_start:.2} at the start, {load_end:.2} at the end; the `load` column is at the end of each row"
+    );
+    println!(
+        "- steal: {:.1} % of the CPU time over the whole run went to the VM's host (the `steal` column: per row); rows above 5 % are not comparable with a quiet run",
+        steal_since(ticks_start)
     );
     println!(
         "- stdin: {}; runs per row: {runs} up to 64 KiB, {} up to 4 MiB, {} above; whole run {elapsed:.0} s",
@@ -1124,9 +1158,9 @@ fn strict_check(rows: &[Row], notes: &[String], sizes: &[usize]) {
 
 fn print_table(rows: &[Row]) {
     println!(
-        "| command | message | median ms | p99 ms | CPU ms | peak RSS MiB | RSS − message MiB | msg/s 1 pipe | msg/s 2 pipes | 2÷1 | × /bin/true | × cat | × sqlite | load |"
+        "| command | message | median ms | p99 ms | CPU ms | peak RSS MiB | RSS − message MiB | msg/s 1 pipe | msg/s 2 pipes | 2÷1 | × /bin/true | × cat | × sqlite | load | steal % |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for row in rows {
         let floor = |name: &str| find(rows, name, row.size).map(|r| r.median_ms);
         let ratio = |f: Option<f64>| f.map_or("-".into(), |f| format!("{:.2}", row.median_ms / f));
@@ -1139,7 +1173,7 @@ fn print_table(rows: &[Row]) {
             ("-".into(), "-".into())
         };
         println!(
-            "| {} | {} | {:.3} | {:.3} | {:.3} | {:.1} | {:.1} | {:.1} | {} | {} | {} | {} | {} | {:.2} |",
+            "| {} | {} | {:.3} | {:.3} | {:.3} | {:.1} | {:.1} | {:.1} | {} | {} | {} | {} | {} | {:.2} | {:.0} |",
             row.name,
             human(row.size),
             row.median_ms,
@@ -1154,6 +1188,7 @@ fn print_table(rows: &[Row]) {
             ratio(floor("cat >/dev/null")),
             ratio(floor("virt_mail sqlite")),
             row.load,
+            row.steal,
         );
     }
 }

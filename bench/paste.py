@@ -19,7 +19,7 @@ run = open(run_path, encoding="utf-8").read().splitlines()
 doc = open(doc_path, encoding="utf-8").read()
 
 table = [line for line in run if line.startswith("|")]
-machine = [line for line in run if re.match(r"- (cpu|disk|binary|load average|stdin|original|pgbench)", line)]
+machine = [line for line in run if re.match(r"- (cpu|disk|binary|load average|steal|stdin|original|pgbench)", line)]
 start = run.index("Acceptance (median unless said otherwise):")
 verdicts = [line for line in run[start:] if line.startswith(("Acceptance", "- ", "chart:"))]
 # The verdicts of the [dynamic] build say nothing the table does not.
