@@ -219,8 +219,12 @@ fn answers(socket: BorrowedFd<'_>, columns: &[Type]) -> Result<Option<Row>, DbEr
             Message::parse(&mut buf).map_err(|e| broken(format!("reading the answer: {e}")))?
         {
             match message {
+                // Errors are kept until ReadyForQuery: the connection stays in step.
                 Message::DataRow(row) if first.is_none() && failure.is_none() => {
-                    first = Some(decode(&row, columns).map_err(broken)?);
+                    match decode(&row, columns) {
+                        Ok(values) => first = Some(values),
+                        Err(e) => failure = Some(broken(e)),
+                    }
                 }
                 Message::ErrorResponse(body) if failure.is_none() => {
                     failure = Some(from_fields(body.fields()));
