@@ -37,9 +37,7 @@ fn stored_bytes_equal_input_bytes() {
 
 #[test]
 fn twenty_megabytes_survive_exactly() {
-    let body: Vec<u8> = (0..20 * 1024 * 1024u32)
-        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
-        .collect();
+    let body = pseudo_random(20 * 1024 * 1024);
     let s = Setup::standard("");
     s.run().args(["-l", "alice"]).stdin(body.clone()).expect(0);
     let stored = s.mails().pop().unwrap().body;

@@ -344,6 +344,14 @@ pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// `len` bytes that look random (every value, no repeating text to compress), the same
+/// each time: the body of the large-message tests.
+pub fn pseudo_random(len: usize) -> Vec<u8> {
+    (0..len as u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect()
+}
+
 /// The bytes a mailer stores in front of the message.
 pub fn prefix(mailer: &str) -> Vec<u8> {
     match mailer {

@@ -501,69 +501,18 @@ fn large_values_go_as_long_data_and_land_exactly() {
         store: &store,
         dsn: format!("{}?compress=true", store.url()),
     };
-    const THRESHOLD: usize = 256 * 1024;
     for (target, long_data) in [
         (&store as &dyn Store, true),
         (&via_socket, true),
         (&compressed, false),
     ] {
-        let case = Case::new(target);
-        let t = case.t.clone();
-        case.configure_statements(
-            &format!("SELECT name, folder FROM {t}_users WHERE name = '$local'"),
-            &format!(
-                "INSERT INTO {t}_mail (body, recipient, sender, folder) \
-                 VALUES ($message, $1, '$sender', CONCAT($2, '/', LENGTH($message)))"
-            ),
-            "",
+        crate::scenarios::large_values_land_exactly(
+            target,
+            "INSERT INTO {t}_mail (body, recipient, sender, folder) \
+             VALUES ($message, $1, '$sender', CONCAT($2, '/', LENGTH($message)))",
+            "mysql: 5 values as long data",
+            long_data,
         );
-        let body = |len: usize| -> Vec<u8> {
-            (0..len as u32)
-                .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
-                .collect()
-        };
-        let mut expected = Vec::new();
-        for len in [THRESHOLD, THRESHOLD + 1, 3 * THRESHOLD + 17] {
-            for sender in ["", "bob@example.org"] {
-                let out = case
-                    .run()
-                    .args(["--debug", "-l", "alice", "-s", sender])
-                    .stdin(body(len))
-                    .expect(0);
-                let said = text(&out.stderr).contains("mysql: 5 values as long data");
-                assert_eq!(
-                    said,
-                    long_data && len > THRESHOLD,
-                    "{len} bytes: {}",
-                    text(&out.stderr)
-                );
-                expected.push((sender.to_string(), body(len)));
-            }
-        }
-        // qmail: a message file, mapped in place after the header lines it adds.
-        let file = tempfile::NamedTempFile::new().unwrap();
-        std::fs::write(file.path(), body(2 * THRESHOLD)).unwrap();
-        case.run()
-            .mailer("qmail")
-            .args(["--debug", "-l", "alice", "-s", "q@example.org"])
-            .stdin_file(file.path())
-            .expect(status_for("qmail", 0));
-        let mut from_file = prefix("qmail");
-        from_file.extend_from_slice(&body(2 * THRESHOLD));
-        expected.push(("q@example.org".to_string(), from_file));
-        let mails = case.mails();
-        assert_eq!(mails.len(), expected.len(), "{}", target.name());
-        for (mail, (sender, body)) in mails.iter().zip(&expected) {
-            let what = format!("{} {} bytes from <{sender}>", target.name(), body.len());
-            assert_eq!(mail.recipient, "alice", "{what}");
-            assert_eq!(mail.sender.as_deref(), Some(sender.as_str()), "{what}");
-            assert_eq!(
-                mail.folder.as_deref(),
-                Some(format!("Inbox/{}", body.len()).as_str()),
-                "{what}"
-            );
-            assert!(&mail.body == body, "{what}: body differs");
-        }
     }
 }
 

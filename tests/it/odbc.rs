@@ -272,9 +272,7 @@ fn new_mail_takes_messages_up_to_ten_million_bytes() {
 /// PostgreSQL BYTEA, MariaDB LONGBLOB, Virtuoso LONG VARBINARY), sent in chunks.
 #[test]
 fn twenty_megabytes_through_every_driver() {
-    let body: Vec<u8> = (0..20_000_000u32)
-        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
-        .collect();
+    let body = pseudo_random(20_000_000);
     for store in every_store() {
         let case = Case::new(&store);
         if store.kind() == Kind::Mariadb {

@@ -245,61 +245,14 @@ fn every_way_in() -> Vec<Postgres> {
 /// in the statement: every byte lands, and the other values with it.
 #[test]
 fn large_values_are_written_past_the_crate_and_land_exactly() {
-    const THRESHOLD: usize = 256 * 1024;
-    let body = |len: usize| -> Vec<u8> {
-        (0..len as u32)
-            .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
-            .collect()
-    };
     for store in every_way_in() {
-        let case = Case::new(&store);
-        let t = case.t.clone();
-        case.configure_statements(
-            &format!("SELECT name, folder FROM {t}_users WHERE name = '$local'"),
-            &format!(
-                "INSERT INTO {t}_mail (body, recipient, sender, folder) \
-                 VALUES ($message, $1, '$sender', $2 || '/' || length($message::bytea))"
-            ),
-            "",
+        crate::scenarios::large_values_land_exactly(
+            &store,
+            "INSERT INTO {t}_mail (body, recipient, sender, folder) \
+             VALUES ($message, $1, '$sender', $2 || '/' || length($message::bytea))",
+            "postgres: 5 values written onto the socket",
+            true,
         );
-        let mut expected = Vec::new();
-        for len in [THRESHOLD, THRESHOLD + 1, 3 * THRESHOLD + 17] {
-            for sender in ["", "bob@example.org"] {
-                let out = case
-                    .run()
-                    .args(["--debug", "-l", "alice", "-s", sender])
-                    .stdin(body(len))
-                    .expect(0);
-                let said = text(&out.stderr).contains("postgres: 5 values written onto the socket");
-                assert_eq!(said, len > THRESHOLD, "{len} bytes: {}", text(&out.stderr));
-                expected.push((sender.to_string(), body(len)));
-            }
-        }
-        let file = tempfile::NamedTempFile::new().unwrap();
-        std::fs::write(file.path(), body(2 * THRESHOLD)).unwrap();
-        let out = case
-            .run()
-            .mailer("qmail")
-            .args(["--debug", "-l", "alice", "-s", "q@example.org"])
-            .stdin_file(file.path())
-            .expect(status_for("qmail", 0));
-        assert!(text(&out.stderr).contains("values written onto the socket"));
-        let mut from_file = prefix("qmail");
-        from_file.extend_from_slice(&body(2 * THRESHOLD));
-        expected.push(("q@example.org".to_string(), from_file));
-        let mails = case.mails();
-        assert_eq!(mails.len(), expected.len(), "{}", store.dsn());
-        for (mail, (sender, body)) in mails.iter().zip(&expected) {
-            let what = format!("{} {} bytes from <{sender}>", store.dsn(), body.len());
-            assert_eq!(mail.recipient, "alice", "{what}");
-            assert_eq!(mail.sender.as_deref(), Some(sender.as_str()), "{what}");
-            assert_eq!(
-                mail.folder.as_deref(),
-                Some(format!("Inbox/{}", body.len()).as_str()),
-                "{what}"
-            );
-            assert!(&mail.body == body, "{what}: body differs");
-        }
     }
 }
 
@@ -329,6 +282,12 @@ fn answers_to_large_statements_are_read_and_classified() {
         let configure = |deliver: String, extra: &str| {
             case.configure_statements(&verify, &deliver, extra);
         };
+        let deliver = |status| {
+            case.run()
+                .args(["-l", "alice"])
+                .stdin(message.clone())
+                .expect(status)
+        };
         configure(
             format!(
                 "INSERT INTO {t}_mail (recipient, body) VALUES ($1, $message) \
@@ -336,28 +295,18 @@ fn answers_to_large_statements_are_read_and_classified() {
             ),
             "DeliverCheckReturn = 1",
         );
-        case.run()
-            .args(["-l", "alice"])
-            .stdin(message.clone())
-            .expect(0);
+        deliver(0);
         configure(
             format!("INSERT INTO {t}_tmail (recipient, body) VALUES ($1, $message)"),
             "",
         );
-        case.run()
-            .args(["-l", "alice"])
-            .stdin(message.clone())
-            .expect(0);
+        deliver(0);
         configure(
             format!("INSERT INTO {t}_mail (recipient, body) VALUES (NULL, $message)"),
             "",
         );
-        let out = case
-            .run()
-            .args(["-l", "alice"])
-            .stdin(message.clone())
-            .expect(70);
-        assert!(text(&out.stderr).contains("23502"), "{}", text(&out.stderr));
+        let err = text(&deliver(70).stderr);
+        assert!(err.contains("23502"), "{err}");
         configure(
             format!(
                 "INSERT INTO {t}_mail (recipient, body) \
@@ -366,12 +315,7 @@ fn answers_to_large_statements_are_read_and_classified() {
             "StatementTimeout = 1",
         );
         let started = Instant::now();
-        let out = case
-            .run()
-            .args(["-l", "alice"])
-            .stdin(message.clone())
-            .expect(75);
-        let err = text(&out.stderr);
+        let err = text(&deliver(75).stderr);
         // Through PgBouncer the startup options are ignored: the client's own limit fires.
         assert!(
             err.contains("57014") || err.contains("StatementTimeout"),
