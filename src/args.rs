@@ -112,9 +112,14 @@ const SHORT_WITH_VALUE: &[u8] = b"clhsm";
 pub fn parse(argv: Vec<OsString>) -> Result<Args, Stop> {
     let argv = plus_to_dashes(argv);
     Args::try_parse_from(&argv).map_err(|e| match e.kind() {
-        clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
-            Stop::Info(e.render().to_string())
-        }
+        clap::error::ErrorKind::DisplayHelp => Stop::Info(e.render().to_string()),
+        // Which databases this build reaches: builds differ (cargo features), and a DSN for
+        // one left out defers with a message that names the feature.
+        clap::error::ErrorKind::DisplayVersion => Stop::Info(format!(
+            "{}databases: {}\n",
+            e.render(),
+            crate::backend::BUILT.join(" ")
+        )),
         _ => {
             let mut message = e.render().to_string();
             if !message.contains("Usage:") {
@@ -306,6 +311,22 @@ mod tests {
         assert!(matches!(args(&["--help"]), Err(Stop::Info(t)) if t.contains("--config-file")));
         assert!(
             matches!(args(&["--version"]), Err(Stop::Info(t)) if t.contains(env!("CARGO_PKG_VERSION")))
+        );
+        let Err(Stop::Info(version)) = args(&["--version"]) else {
+            panic!("--version is information");
+        };
+        let databases = version
+            .lines()
+            .nth(1)
+            .and_then(|l| l.strip_prefix("databases: "));
+        assert_eq!(
+            databases,
+            Some(crate::backend::BUILT.join(" ").as_str()),
+            "{version}"
+        );
+        assert_eq!(
+            databases.unwrap().contains("sqlite"),
+            cfg!(feature = "sqlite")
         );
         assert!(
             matches!(args(&["-h"]), Err(Stop::Usage { .. })),

@@ -23,6 +23,20 @@ mod sqlite;
 #[cfg(feature = "virtuoso")]
 pub mod virtuoso;
 
+/// The databases this build reaches, as `--version` lists them.
+pub const BUILT: &[&str] = &[
+    #[cfg(feature = "sqlite")]
+    "sqlite",
+    #[cfg(feature = "postgres")]
+    "postgres",
+    #[cfg(feature = "mysql")]
+    "mysql",
+    #[cfg(feature = "virtuoso")]
+    "virtuoso",
+    #[cfg(feature = "odbc")]
+    "odbc",
+];
+
 /// The first row a statement returned, each column as a macro value (`$1`, `$2`, …).
 pub type Row = Vec<Value<'static>>;
 
@@ -167,7 +181,10 @@ fn not_built(name: &str, feature: &str) -> DbError {
 }
 
 /// The original's way to name a Virtuoso server: a `HOST` attribute, no `DRIVER` or
-/// `FILEDSN`, and no data source name or the placeholder `noname` it composed.
+/// `FILEDSN`, and no data source name or the placeholder `noname` it composed. The original
+/// embedded Virtuoso's client and never looked a data source name up, so in a build without
+/// ODBC, which cannot look one up either, a name beside `HOST` (`DSN=Virtuoso;HOST=…`, the
+/// original manual's example) is ignored as it was; with ODBC the named data source is used.
 pub fn is_originals_virtuoso_form(connect: &str) -> bool {
     let attrs = crate::report::odbc_attributes(connect);
     let get = |key: &str| {
@@ -179,7 +196,8 @@ pub fn is_originals_virtuoso_form(connect: &str) -> bool {
     get("HOST").is_some()
         && get("DRIVER").is_none()
         && get("FILEDSN").is_none()
-        && get("DSN").is_none_or(|d| d.is_empty() || d.eq_ignore_ascii_case("noname"))
+        && (!cfg!(feature = "odbc")
+            || get("DSN").is_none_or(|d| d.is_empty() || d.eq_ignore_ascii_case("noname")))
 }
 
 /// The procedure call in a CheckReturn statement: an ODBC escape (`{?=call f(?)}`,
@@ -260,10 +278,18 @@ mod tests {
         assert_eq!(Target::of("Virtuoso"), Target::Odbc);
         assert_eq!(Target::of("virtuoso://dba:dba@h:1111"), Target::Virtuoso);
         let original = Target::of("DSN=noname;HOST=h:1111;UID=dba;PWD=dba");
+        let named = Target::of("DSN=Virtuoso;HOST=h:1111;UID=dba;PWD=dba");
         if cfg!(feature = "virtuoso") {
             assert_eq!(original, Target::Virtuoso);
         } else {
             assert_eq!(original, Target::Odbc);
+        }
+        // A data source name beside HOST: looked up where ODBC is built, else ignored as
+        // the original ignored it.
+        if cfg!(feature = "virtuoso") && !cfg!(feature = "odbc") {
+            assert_eq!(named, Target::Virtuoso);
+        } else {
+            assert_eq!(named, Target::Odbc);
         }
         assert_eq!(Target::of("DRIVER={/v.so};HOST=h:1111"), Target::Odbc);
     }

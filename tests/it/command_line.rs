@@ -87,6 +87,15 @@ fn help_and_version_print_on_stdout_and_exit_zero() {
     }
     let out = Run::new().arg("--version").expect(0);
     assert!(text(&out.stdout).contains(env!("CARGO_PKG_VERSION")));
+    // It names the databases this build reaches (builds differ by cargo features).
+    let databases = bin_databases();
+    assert!(!databases.is_empty());
+    for d in &databases {
+        assert!(
+            ["sqlite", "postgres", "mysql", "virtuoso", "odbc"].contains(&d.as_str()),
+            "{d}"
+        );
+    }
     // Also under qmail: information is not a delivery result.
     Run::new().args(["-m", "qmail", "--help"]).expect(0);
 }

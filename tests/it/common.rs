@@ -19,6 +19,21 @@ pub fn bin() -> &'static str {
     })
 }
 
+/// The databases the binary under test reaches, from its `--version` (the suite runs
+/// against builds with different cargo features).
+pub fn bin_databases() -> Vec<String> {
+    let out = std::process::Command::new(bin())
+        .arg("--version")
+        .output()
+        .expect("virt_mail --version");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let line = text
+        .lines()
+        .find_map(|l| l.strip_prefix("databases: "))
+        .unwrap_or_else(|| panic!("no databases line in --version: {text:?}"));
+    line.split_whitespace().map(str::to_string).collect()
+}
+
 /// Every `-m` value, in the manual's order.
 pub const MAILERS: [&str; 5] = ["sendmail", "exim", "postfix", "qmail", "courier"];
 

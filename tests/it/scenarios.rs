@@ -827,6 +827,63 @@ mod virtuoso_duplicate {
     }
 }
 
+/// The original's manual writes its DSN as `DSN=Virtuoso;HOST=localhost:1111;…`: a data
+/// source name beside the server's address. The original never looked the name up (it
+/// embedded Virtuoso's client), so a build without ODBC goes to HOST natively; a build with
+/// ODBC uses the named data source (here the test servers' `vm_virtuoso`, through the
+/// Virtuoso driver). Either way the mail is stored, and `--debug` says which way it went.
+#[cfg(all(feature = "odbc", feature = "virtuoso"))]
+#[test]
+fn a_data_source_name_beside_host_delivers_in_every_build() {
+    struct Named(stores::virtuoso::Native, String);
+    impl Store for Named {
+        fn name(&self) -> String {
+            format!("virtuoso via {}", self.1)
+        }
+        fn dsn(&self) -> String {
+            self.1.clone()
+        }
+        fn try_exec(&self, sql: &str) -> Result<(), String> {
+            self.0.try_exec(sql)
+        }
+        fn query(&self, sql: &str) -> Vec<Vec<crate::stores::Cell>> {
+            self.0.query(sql)
+        }
+        fn dialect(&self) -> crate::stores::Dialect {
+            self.0.dialect()
+        }
+    }
+    let Some(native) = stores::require("virtuoso", stores::virtuoso::Native::from_env()) else {
+        return;
+    };
+    let host = std::env::var("VIRT_MAIL_TEST_VIRTUOSO_HOST").unwrap();
+    let dsn = std::env::var("VIRT_MAIL_TEST_ODBC_VIRTUOSO_DSN").unwrap_or("vm_virtuoso".into());
+    let store = Named(native, format!("DSN={dsn};HOST={host};UID=dba;PWD=dba"));
+    let case = Case::new(&store);
+    let body = b"Subject: named\r\n\r\nthrough a named data source\r\n".to_vec();
+    let out = case
+        .run()
+        .args(["--debug", "-l", "alice", "-s", "bob@example.org"])
+        .stdin(body.clone())
+        .expect(0);
+    let debug = text(&out.stderr);
+    let (native_line, odbc_line) = ("(native protocol)", "odbc: connected to");
+    if bin_databases().iter().any(|d| d == "odbc") {
+        assert!(
+            debug.contains(odbc_line) && !debug.contains(native_line),
+            "{debug}"
+        );
+    } else {
+        assert!(
+            debug.contains(native_line) && !debug.contains(odbc_line),
+            "{debug}"
+        );
+    }
+    let mails = case.mails();
+    assert_eq!(mails.len(), 1);
+    assert_eq!(mails[0].body, body);
+}
+
 /// The memory check, for the stores whose backend streams values.
 mod streaming {
     #[allow(unused_imports)]

@@ -5,7 +5,8 @@
 //! **DSN.** `virtuoso://USER:PASSWORD@HOST[:PORT]` (port 1111; reserved characters
 //! percent-encoded), or the original's own form, which is what `HOST`/`PORT`/`UID`/`PWD`
 //! compose: `DSN=noname;HOST=host:port;UID=…;PWD=…` (also without `DSN=`, or with an empty
-//! one). A connect string that names a `DRIVER` or another data source goes to ODBC.
+//! one). A connect string that names a `DRIVER` or another data source goes to ODBC; in a
+//! build without ODBC a data source name beside `HOST` is ignored, as the original ignored it.
 //!
 //! **Login.** The server's "caller identification" gives a session string; the password
 //! goes as MD5(session ‖ user ‖ password), never in clear. A refused login, like every
@@ -97,12 +98,15 @@ pub struct Address {
 }
 
 /// The Virtuoso server a DSN names natively, if it names one: a `virtuoso://` URL, or the
-/// original's `HOST=…` form without a `DRIVER`, `FILEDSN` or real data source name.
+/// original's `HOST=…` form (`backend::is_originals_virtuoso_form`).
 pub fn address(dsn: &str) -> Option<Result<Address, String>> {
     let trimmed = dsn.trim();
     let lower = trimmed.to_ascii_lowercase();
     if lower.starts_with("virtuoso://") {
         return Some(url_address(&trimmed["virtuoso://".len()..]));
+    }
+    if !super::is_originals_virtuoso_form(trimmed) {
+        return None;
     }
     let attrs = odbc_attributes(trimmed);
     let get = |key: &str| {
@@ -111,10 +115,6 @@ pub fn address(dsn: &str) -> Option<Result<Address, String>> {
             .find(|(k, _)| k.eq_ignore_ascii_case(key))
             .map(|(_, v)| odbc_unbrace(v))
     };
-    let named = get("DSN").is_some_and(|d| !d.is_empty() && !d.eq_ignore_ascii_case("noname"));
-    if named || get("DRIVER").is_some() || get("FILEDSN").is_some() {
-        return None;
-    }
     let host = get("HOST")?;
     let user = get("UID").or_else(|| get("UserName")).unwrap_or_default();
     let password = get("PWD").or_else(|| get("Password")).unwrap_or_default();
@@ -701,6 +701,12 @@ mod tests {
             addr("::1", 1112, "mail", "p@ss")
         );
         assert_eq!(ok("Virtuoso://dba:dba@h"), addr("h", 1111, "dba", "dba"));
+        let named = address("DSN=Virtuoso;HOST=h:1112;UID=u;PWD=p");
+        if cfg!(feature = "odbc") {
+            assert!(named.is_none(), "a data source to look up");
+        } else {
+            assert_eq!(named.unwrap().unwrap(), addr("h", 1112, "u", "p"));
+        }
         for odbc in [
             "DSN=Local Virtuoso;UID=dba",
             "DRIVER={/x/virtodbc_r.so};HOST=h:1111",
