@@ -32,9 +32,31 @@ const KILL_GRACE: Duration = Duration::from_secs(5);
 /// may hold them open).
 const DRAIN_GRACE: Duration = Duration::from_secs(2);
 
-/// Shells whose `-c` argument is a script (the word gets the safe rewrite).
+/// Shells of the sh family: their `-c` argument is a script, where `"${VAR}"` is data
+/// whatever VAR holds (the word gets the safe rewrite).
 const SHELLS: &[&str] = &[
-    "sh", "bash", "dash", "ash", "ksh", "mksh", "pdksh", "zsh", "yash", "posh",
+    "sh", "bash", "dash", "ash", "ksh", "mksh", "pdksh", "zsh", "yash", "posh", "ksh93", "rbash",
+    "rksh", "lksh", "oksh", "loksh", "hush",
+];
+
+/// Programs whose `-c`/`--command` argument goes to `sh -c` with our environment.
+const RUN_SH: &[&str] = &["su", "runuser", "flock"];
+
+/// Programs that parse an argument as code in a language the rewrite does not speak, with
+/// the options that introduce it (none: every argument, as ssh joins them for a remote
+/// shell). A macro there cannot be made safe, so it is a configuration error.
+const OTHER_CODE: &[(&str, &[&str])] = &[
+    ("csh", &["-c"]),
+    ("tcsh", &["-c"]),
+    ("bsd-csh", &["-c"]),
+    ("fish", &["-c", "--command"]),
+    ("perl", &["-e", "-E"]),
+    ("python", &["-c"]),
+    ("python3", &["-c"]),
+    ("ruby", &["-e"]),
+    ("php", &["-r"]),
+    ("node", &["-e", "--eval"]),
+    ("ssh", &[]),
 ];
 
 /// A parsed `Fallback` line.
@@ -73,7 +95,22 @@ impl FallbackCommand {
         if tokens(program).any(|t| matches!(t, Token::Macro { .. })) {
             return Err("macros are not allowed in the program name".into());
         }
-        let script = find_shell_script(&words);
+        let script = match find_evaluator(&words) {
+            Some(Evaluator::Sh { script, .. }) => {
+                check_script(&words[script])?;
+                Some(script)
+            }
+            Some(Evaluator::Other { from, what }) => {
+                if let Some(name) = words[from..].iter().flat_map(|w| macros_in(w)).next() {
+                    return Err(format!(
+                        "${name} would reach {what}, which parses it as code; macros are safe \
+                         only as plain arguments and in a /bin/sh -c script"
+                    ));
+                }
+                None
+            }
+            None => None,
+        };
         Ok(FallbackCommand { words, script })
     }
 
@@ -168,9 +205,20 @@ fn split_words(line: &str) -> Result<Vec<String>, String> {
     Ok(words)
 }
 
-/// Finds the word a shell will run as code: `SHELL [options] -c SCRIPT` anywhere in the
-/// line (also behind `env`, `nice`, `sudo` …), or `su`/`runuser … -c COMMAND`.
-fn find_shell_script(words: &[String]) -> Option<usize> {
+/// Where a command line runs code.
+#[derive(Debug, PartialEq, Eq)]
+enum Evaluator {
+    /// The word at `script` is an sh script (run by the program at `program`): it gets the
+    /// variable rewrite.
+    Sh { program: usize, script: usize },
+    /// Words from this index on may be parsed as code in another language (`what`).
+    Other { from: usize, what: String },
+}
+
+/// Finds the first program in the words that runs code: `SHELL [options] -c SCRIPT` (also
+/// behind `env`, `nice`, `sudo` …), `su`/`runuser`/`flock … -c COMMAND`, or one of
+/// `OTHER_CODE`. The first one found decides: the words before it are its wrappers' options.
+fn find_evaluator<S: AsRef<str>>(words: &[S]) -> Option<Evaluator> {
     let name = |w: &str| {
         Path::new(w)
             .file_name()
@@ -179,26 +227,166 @@ fn find_shell_script(words: &[String]) -> Option<usize> {
             .to_string()
     };
     for (at, word) in words.iter().enumerate() {
-        let program = name(word);
+        let program = name(word.as_ref());
         if SHELLS.contains(&program.as_str()) {
-            return shell_script_after(words, at + 1);
+            let script = shell_script_after(words, at + 1)?;
+            return Some(Evaluator::Sh {
+                program: at,
+                script,
+            });
         }
-        if program == "su" || program == "runuser" {
+        if RUN_SH.contains(&program.as_str()) {
             let c = words[at + 1..]
                 .iter()
-                .position(|w| w == "-c" || w == "--command")?;
+                .position(|w| matches!(w.as_ref(), "-c" | "--command"))?;
             let script = at + 1 + c + 1;
-            return (script < words.len()).then_some(script);
+            return (script < words.len()).then_some(Evaluator::Sh {
+                program: at,
+                script,
+            });
+        }
+        if let Some((_, flags)) = OTHER_CODE.iter().find(|(p, _)| *p == program) {
+            let what = format!("`{program}`");
+            if flags.is_empty() {
+                return Some(Evaluator::Other { from: at + 1, what });
+            }
+            let code = |w: &str| {
+                flags.contains(&w)
+                    || flags.iter().any(|f| {
+                        // A cluster of one-letter options (`-we`) that includes this one.
+                        f.len() == 2
+                            && w.len() > 2
+                            && w.starts_with('-')
+                            && w[1..].bytes().all(|b| b.is_ascii_alphabetic())
+                            && w[1..].contains(&f[1..])
+                    })
+            };
+            let flag = words[at + 1..].iter().position(|w| code(w.as_ref()))?;
+            return Some(Evaluator::Other {
+                from: at + 1 + flag,
+                what: format!("`{program} {}`", words[at + 1 + flag].as_ref()),
+            });
         }
     }
     None
 }
 
+/// Refuses an sh script that hands a macro on to a second interpreter (`sh -c "su mail -c
+/// '… $sender'"`, `eval`, `ssh` …): the rewrite makes the first shell expand the value as
+/// data, but into text the second one parses as code.
+fn check_script(script: &str) -> Result<(), String> {
+    for command in script_commands(script) {
+        let texts: Vec<&str> = command.iter().map(|(w, _)| w.as_str()).collect();
+        let first = texts
+            .iter()
+            .position(|w| !matches!(*w, "command" | "builtin" | "exec"));
+        let evaluator = match first {
+            Some(at) if texts[at] == "eval" => Some(Evaluator::Other {
+                from: at + 1,
+                what: "`eval`".into(),
+            }),
+            _ => find_evaluator(&texts),
+        };
+        // An inner script's own words after it are its positional parameters: data.
+        let (range, what) = match evaluator {
+            Some(Evaluator::Sh { program, script }) => (
+                script..script + 1,
+                format!("a second shell (`{} … -c`)", texts[program]),
+            ),
+            Some(Evaluator::Other { from, what }) => (from..command.len(), what),
+            None => continue,
+        };
+        if let Some(name) = command[range].iter().flat_map(|(_, m)| m).next() {
+            return Err(format!(
+                "${name} would reach {what} inside the shell script, which would parse \
+                 its value as code; pass it there as an argument after the inner script \
+                 (sh -c '… \"$1\" …' sh ${name}), or use the environment (SENDER, LOCAL, \
+                 HOST, RECIPIENT)"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The simple commands of an sh script, as far as `check_script` needs them: words with
+/// their quotes removed, split at unquoted blanks, newlines and `;` `&` `|` `(` `)` `` ` ``,
+/// each with the macros it holds (not those escaped with a backslash, which stay the
+/// shell's own).
+fn script_commands(script: &str) -> Vec<Vec<(String, Vec<&str>)>> {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Quote {
+        None,
+        Single,
+        Double,
+    }
+    let mut commands = Vec::new();
+    let mut command: Vec<(String, Vec<&str>)> = Vec::new();
+    let mut word: Option<(String, Vec<&str>)> = None;
+    let mut quote = Quote::None;
+    let mut escaped = false;
+    for token in tokens(script) {
+        match token {
+            Token::Text(text) => {
+                for c in text.chars() {
+                    if escaped {
+                        escaped = false;
+                        word.get_or_insert_default().0.push(c);
+                        continue;
+                    }
+                    match (quote, c) {
+                        (Quote::Single, '\'') | (Quote::Double, '"') => quote = Quote::None,
+                        (Quote::None, '\'') => quote = Quote::Single,
+                        (Quote::None, '"') => quote = Quote::Double,
+                        (Quote::None | Quote::Double, '\\') => escaped = true,
+                        (Quote::None, ' ' | '\t') => command.extend(word.take()),
+                        (Quote::None, '\n' | ';' | '&' | '|' | '(' | ')' | '`') => {
+                            command.extend(word.take());
+                            commands.push(std::mem::take(&mut command));
+                        }
+                        _ => {
+                            word.get_or_insert_default().0.push(c);
+                            continue;
+                        }
+                    }
+                    if quote != Quote::None {
+                        word.get_or_insert_default();
+                    }
+                }
+            }
+            Token::Macro { name, raw } => {
+                let w = word.get_or_insert_default();
+                w.0.push_str(raw);
+                if !std::mem::take(&mut escaped) && defined_in_fallback(name) {
+                    w.1.push(name);
+                }
+            }
+        }
+    }
+    command.extend(word);
+    commands.push(command);
+    commands
+}
+
+/// The macros a word refers to that a Fallback may be given (the rest stay as written).
+fn macros_in(word: &str) -> impl Iterator<Item = &str> {
+    tokens(word).filter_map(|t| match t {
+        Token::Macro { name, .. } if defined_in_fallback(name) => Some(name),
+        _ => None,
+    })
+}
+
+/// The macros defined when the Fallback runs: the envelope's and, when the message was read
+/// before Verify, the headers' (`$1`… and `$message` never are: Verify found no row).
+fn defined_in_fallback(name: &str) -> bool {
+    matches!(name, "local" | "domain" | "sender" | "recipient" | "ext")
+        || crate::headers::NAMES.contains(&name)
+}
+
 /// After a shell's name: its options, then the script if one of them was `-c`.
-fn shell_script_after(words: &[String], mut i: usize) -> Option<usize> {
+fn shell_script_after<S: AsRef<str>>(words: &[S], mut i: usize) -> Option<usize> {
     let mut has_c = false;
     while let Some(w) = words.get(i) {
-        match w.as_str() {
+        match w.as_ref() {
             "--" => {
                 i += 1;
                 break;
@@ -585,6 +773,73 @@ mod tests {
             .unwrap()
             .prepare(&macros());
         assert_eq!(argv(&p), ["deliver", "$LOCAL", "$1", "$HOME/x", "alice"]);
+    }
+
+    /// A macro in text that a second interpreter parses would be expanded as data by the
+    /// first shell, then run as code by the second: refused when the file is read.
+    #[test]
+    fn macros_handed_on_to_a_second_interpreter_are_refused() {
+        for (line, names) in [
+            (
+                r#"/bin/sh -c "su mail -c '/usr/bin/procmail -f $sender'""#,
+                "su",
+            ),
+            (r#"/bin/sh -c "sh -c 'echo $sender'""#, "sh"),
+            (r#"sh -c "su mail -c \"procmail -f $sender\"""#, "su"),
+            (
+                r#"sh -c 'x; exec /bin/bash -c "y $local" && z'"#,
+                "/bin/bash",
+            ),
+            ("sh -c 'eval procmail -f $sender'", "eval"),
+            ("sh -c 'command eval \"x ${domain}\"'", "eval"),
+            ("sh -c 'exec ssh mailhost procmail -f $sender'", "ssh"),
+            ("sh -c 'timeout 5 perl -e \"print q($subject)\"'", "perl -e"),
+            ("/usr/bin/ssh mailhost /usr/bin/procmail -f $sender", "ssh"),
+            (r#"/bin/tcsh -c "procmail -f $sender""#, "tcsh -c"),
+            ("env fish --command 'deliver $recipient'", "fish --command"),
+            ("perl -we 'deliver(\"$local\")'", "perl -we"),
+            ("python3 -c 'print(\"$ext\")'", "python3 -c"),
+        ] {
+            let err = FallbackCommand::parse(line).expect_err(line);
+            assert!(err.contains(&format!("`{names}")), "{line}: {err}");
+        }
+    }
+
+    #[test]
+    fn macros_as_data_of_a_second_interpreter_are_accepted() {
+        for line in [
+            // The inner script's positional parameters, and the environment.
+            r#"/bin/sh -c "sh -c 'procmail -f \"\$1\"' sh \"$sender\"""#,
+            r#"/bin/sh -c "su mail -c 'procmail -f \"\$SENDER\"'""#,
+            // Escaped: the shell's own variable, not a macro.
+            r#"sh -c "su mail -c \"procmail -f \$sender\"""#,
+            // A second command of the script, after the macro's own.
+            "sh -c 'procmail -f $sender; su root -c logger || sh -c true'",
+            // Scripts and programs given as files, with the values as their arguments.
+            "perl /usr/local/bin/deliver.pl $sender",
+            "perl -I/usr/share/perl5 -w deliver.pl -f $sender",
+            "python3 /usr/local/bin/deliver -- $local",
+            "ssh-keygen -l -f /etc/keys/$local",
+            "/usr/bin/ssh mailhost /usr/bin/true",
+            // Undefined in a Fallback: left for the shell.
+            r#"sh -c "sh -c 'echo $1 $HOME $message'""#,
+        ] {
+            assert!(FallbackCommand::parse(line).is_ok(), "{line}");
+        }
+    }
+
+    #[test]
+    fn flock_runs_its_command_as_a_script() {
+        let c =
+            FallbackCommand::parse("/usr/bin/flock -w 5 /run/x.lock -c 'deliver $sender'").unwrap();
+        assert_eq!(
+            argv(&c.prepare(&macros()))[5],
+            r#"deliver "${VIRT_MAIL_SENDER}""#
+        );
+        for shell in ["ksh93", "rbash", "lksh", "hush"] {
+            let c = FallbackCommand::parse(&format!("{shell} -c 'x $local'")).unwrap();
+            assert_eq!(c.script, Some(2), "{shell}");
+        }
     }
 
     #[test]

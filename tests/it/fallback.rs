@@ -303,6 +303,41 @@ fn senders_with_line_breaks_are_refused_before_anything_runs() {
     assert!(leftovers.is_empty());
 }
 
+/// A macro inside the script of a second shell (`su … -c` inside `sh -c`) would be expanded
+/// as data by the first shell and then parsed as code by the second: the configuration is
+/// refused (78, for every recipient, before anything runs), with a message that says how
+/// to write it instead. The same for a program that parses its arguments as code (`ssh`).
+#[test]
+fn macros_handed_to_a_second_interpreter_are_a_configuration_error() {
+    let s = Setup::standard("");
+    let pwned = s.path("PWNED");
+    let pwned = pwned.display();
+    for command in [
+        format!("/bin/sh -c \"su nobody -s /bin/sh -c 'touch {pwned}-$sender'\""),
+        format!("/bin/sh -c 'eval touch {pwned}-$sender'"),
+        format!("/usr/bin/ssh localhost touch {pwned}-$sender"),
+    ] {
+        s.configure(&format!("{OPTIONS}\nFallback = {command}"), BOUNCE);
+        for local in ["alice", "carol"] {
+            let out = s
+                .run()
+                .args(["-l", local, "-s", "x;touch${IFS}PWNED2"])
+                .expect(78);
+            let err = text(&out.stderr);
+            assert!(
+                err.contains("$sender would reach") && err.contains("as code"),
+                "{command}: {err}"
+            );
+        }
+        assert_eq!(s.count(), 0, "{command}: refused before any delivery");
+        let ran = std::fs::read_dir(s.dir.path())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .any(|e| e.file_name().to_string_lossy().contains("PWNED"));
+        assert!(!ran, "{command}");
+    }
+}
+
 #[test]
 fn macros_may_not_name_the_program() {
     let s = with_fallback("/usr/lib/$local", "");
