@@ -141,8 +141,10 @@ pub fn read<R: Read + AsFd>(
     };
     if let (true, Some(st), Keep::Memory) = (regular_file, stat, keep) {
         // A qmail message file: size the buffer once and read it in one go, without polling.
-        sink.bytes
-            .reserve((st.st_size.max(0) as u64).min(allowance) as usize);
+        room(
+            &mut sink.bytes,
+            (st.st_size.max(0) as u64).min(allowance) as usize,
+        )?;
         let total = read_file(input, &mut sink.bytes, allowance)?;
         return finish(sink, total, limit, header_len);
     }
@@ -155,6 +157,7 @@ pub fn read<R: Read + AsFd>(
         // Zero only what one read can fill (a pipe holds 64 KiB), not the whole capacity.
         let want = (PIPE_CHUNK as u64).min(allowance - total) as usize;
         let start = sink.bytes.len();
+        room(&mut sink.bytes, want)?;
         sink.bytes.resize(start + want, 0);
         let result = input.read(&mut sink.bytes[start..]);
         sink.bytes.truncate(start + *result.as_ref().unwrap_or(&0));
@@ -182,7 +185,20 @@ fn finish(sink: Sink, total: u64, limit: Option<u64>, header_len: usize) -> Resu
     })
 }
 
-/// Reads a regular file to its end (or `allowance` bytes); files never block.
+/// Room for `more` bytes: a message larger than the memory this process may have (a
+/// ulimit, a cgroup) is deferred, to be retried, instead of aborting the process, which an
+/// MTA would see as a crash.
+fn room(bytes: &mut Vec<u8>, more: usize) -> Result<(), Error> {
+    bytes.try_reserve(more).map_err(|_| {
+        Error::ReadMessage(io::Error::new(
+            io::ErrorKind::OutOfMemory,
+            format!("out of memory ({} bytes wanted)", bytes.len() + more),
+        ))
+    })
+}
+
+/// Reads a regular file to its end (or `allowance` bytes); files never block. (read_to_end
+/// reports a failed allocation as `OutOfMemory`, it does not abort.)
 fn read_file<R: Read>(input: &mut R, bytes: &mut Vec<u8>, allowance: u64) -> Result<u64, Error> {
     // read_to_end retries EINTR itself and reads into spare capacity without zeroing it.
     let n = input
@@ -275,6 +291,7 @@ impl Sink {
         if let Some(writer) = self.spool.take() {
             let mut bytes = Vec::new();
             writer.read_back(&mut bytes).map_err(Error::Spool)?;
+            room(&mut bytes, self.bytes.len())?;
             bytes.append(&mut self.bytes);
             self.bytes = bytes;
         }

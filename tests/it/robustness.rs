@@ -146,6 +146,44 @@ fn a_panic_defers_with_the_mailer_temporary_code() {
     }
 }
 
+/// A message larger than the memory the process may have (a ulimit here; a cgroup or a
+/// loaded machine elsewhere) defers with the mailer's temporary code, from a file (sized
+/// up front) and from a pipe (grown as it arrives): a failed allocation is an error that
+/// says so, not an abort (SIGABRT), which an MTA takes for a crash.
+#[test]
+fn a_message_larger_than_the_memory_allowed_defers() {
+    let s = Setup::standard("");
+    let big = s.path("big.eml");
+    // Sparse: 150 MB of zeros that take no disk.
+    std::fs::File::create(&big)
+        .unwrap()
+        .set_len(150_000_000)
+        .unwrap();
+    let limited = ["sh", "-c", "ulimit -v 100000 && exec \"$@\"", "sh"];
+    for mailer in ["sendmail", "exim"] {
+        for from_file in [true, false] {
+            let mut run = s.run();
+            run.mailer(mailer).args(["-l", "alice"]);
+            if from_file {
+                run.stdin_file(&big);
+            } else {
+                run.stdin(std::fs::read(&big).unwrap());
+            }
+            let out = run.wrapped_output(&limited);
+            run.check(&out, status_for(mailer, 75));
+            assert!(
+                text(&out.stderr).contains("Cannot read the message: out of memory"),
+                "{mailer}, from a file: {from_file}: {}",
+                text(&out.stderr)
+            );
+        }
+    }
+    assert_eq!(s.count(), 0);
+    // The same message, without the limit, is delivered: the limit was the cause.
+    s.run().args(["-l", "alice"]).stdin_file(&big).expect(0);
+    assert_eq!(s.count(), 1);
+}
+
 #[test]
 fn a_closed_stdout_does_not_change_the_result() {
     let s = Setup::standard("");
