@@ -191,3 +191,55 @@ fn unknown_keys_are_warned_about_on_every_run() {
         "names the file and line: {err}"
     );
 }
+
+/// `[Environment]` values reach the Fallback as written: they are not macros (SPEC §3, §9),
+/// so `$local` there stays `$local` whatever the recipient.
+#[test]
+fn environment_entries_reach_the_fallback_unexpanded() {
+    let s = Setup::new(
+        &format!("{OPTIONS}\nFallback = /usr/bin/env"),
+        "[Environment]\nSITE_NAME = mail $local @ $domain\n",
+    );
+    let out = s.run().args(["-l", "carol", "-h", "example.com"]).expect(0);
+    let env = text(&out.stdout);
+    assert!(
+        env.lines().any(|l| l == "SITE_NAME=mail $local @ $domain"),
+        "{env}"
+    );
+}
+
+/// The DSN is not macro-expanded either: `$local` in it is part of the file name.
+#[test]
+fn the_dsn_is_not_macro_expanded() {
+    let s = Setup::standard("");
+    let literal = s.path("$local.db");
+    std::fs::copy(&s.db, &literal).unwrap();
+    s.write_config(&format!(
+        "[Options]\nDSN = sqlite:{}\n{OPTIONS}\n{BOUNCE}",
+        literal.display()
+    ));
+    s.run().args(["-l", "alice"]).expect(0);
+    let stored = |path: &std::path::Path| -> i64 {
+        rusqlite::Connection::open(path)
+            .unwrap()
+            .query_row("SELECT COUNT(*) FROM mail", [], |r| r.get(0))
+            .unwrap()
+    };
+    assert_eq!(stored(&literal), 1);
+    assert_eq!(stored(&s.db), 0);
+    assert!(!s.path("alice.db").exists());
+}
+
+/// A Verify that returns no result set at all (a statement, not a query) finds nobody:
+/// the recipient is unknown (67), as when the query returns no row (SPEC §9).
+#[test]
+fn a_verify_without_a_result_set_finds_nobody() {
+    let s = Setup::new(
+        "Verify = UPDATE users SET folder = folder WHERE name = '$local'\n\
+         Deliver = INSERT INTO mail (recipient, body) VALUES ('$local', $message)",
+        BOUNCE,
+    );
+    let out = s.run().args(["-l", "alice"]).expect(67);
+    assert!(text(&out.stdout).contains("No mailbox for alice@"));
+    assert_eq!(s.count(), 0);
+}
