@@ -43,8 +43,9 @@ const SHELLS: &[&str] = &[
 const RUN_SH: &[&str] = &["su", "runuser", "flock"];
 
 /// Programs that parse an argument as code in a language the rewrite does not speak, with
-/// the options that introduce it (none: every argument, as ssh joins them for a remote
-/// shell). A macro there cannot be made safe, so it is a configuration error.
+/// the options whose next word is that code (none: every argument, as ssh joins them for a
+/// remote shell). A macro there cannot be made safe, so it is a configuration error; after
+/// the code it is an ordinary argument (`perl -e 'print $ARGV[0]' $sender`).
 const OTHER_CODE: &[(&str, &[&str])] = &[
     ("csh", &["-c"]),
     ("tcsh", &["-c"]),
@@ -100,8 +101,8 @@ impl FallbackCommand {
                 check_script(&words[script])?;
                 Some(script)
             }
-            Some(Evaluator::Other { from, what }) => {
-                if let Some(name) = words[from..].iter().flat_map(|w| macros_in(w)).next() {
+            Some(Evaluator::Other { code, what }) => {
+                if let Some(name) = code.iter().flat_map(|&i| macros_in(&words[i])).next() {
                     return Err(format!(
                         "${name} would reach {what}, which parses it as code; macros are safe \
                          only as plain arguments and in a /bin/sh -c script"
@@ -211,8 +212,8 @@ enum Evaluator {
     /// The word at `script` is an sh script (run by the program at `program`): it gets the
     /// variable rewrite.
     Sh { program: usize, script: usize },
-    /// Words from this index on may be parsed as code in another language (`what`).
-    Other { from: usize, what: String },
+    /// The words at these indexes are parsed as code in another language (`what`).
+    Other { code: Vec<usize>, what: String },
 }
 
 /// Finds the first program in the words that runs code: `SHELL [options] -c SCRIPT` (also
@@ -246,11 +247,13 @@ fn find_evaluator<S: AsRef<str>>(words: &[S]) -> Option<Evaluator> {
             });
         }
         if let Some((_, flags)) = OTHER_CODE.iter().find(|(p, _)| *p == program) {
-            let what = format!("`{program}`");
             if flags.is_empty() {
-                return Some(Evaluator::Other { from: at + 1, what });
+                return Some(Evaluator::Other {
+                    code: (at + 1..words.len()).collect(),
+                    what: format!("`{program}`"),
+                });
             }
-            let code = |w: &str| {
+            let is_flag = |w: &str| {
                 flags.contains(&w)
                     || flags.iter().any(|f| {
                         // A cluster of one-letter options (`-we`) that includes this one.
@@ -261,10 +264,13 @@ fn find_evaluator<S: AsRef<str>>(words: &[S]) -> Option<Evaluator> {
                             && w[1..].contains(&f[1..])
                     })
             };
-            let flag = words[at + 1..].iter().position(|w| code(w.as_ref()))?;
+            let flagged: Vec<usize> = (at + 1..words.len().saturating_sub(1))
+                .filter(|&i| is_flag(words[i].as_ref()))
+                .collect();
+            let first = *flagged.first()?;
             return Some(Evaluator::Other {
-                from: at + 1 + flag,
-                what: format!("`{program} {}`", words[at + 1 + flag].as_ref()),
+                code: flagged.iter().map(|i| i + 1).collect(),
+                what: format!("`{program} {}`", words[first].as_ref()),
             });
         }
     }
@@ -282,21 +288,21 @@ fn check_script(script: &str) -> Result<(), String> {
             .position(|w| !matches!(*w, "command" | "builtin" | "exec"));
         let evaluator = match first {
             Some(at) if texts[at] == "eval" => Some(Evaluator::Other {
-                from: at + 1,
+                code: (at + 1..texts.len()).collect(),
                 what: "`eval`".into(),
             }),
             _ => find_evaluator(&texts),
         };
         // An inner script's own words after it are its positional parameters: data.
-        let (range, what) = match evaluator {
+        let (code, what) = match evaluator {
             Some(Evaluator::Sh { program, script }) => (
-                script..script + 1,
+                vec![script],
                 format!("a second shell (`{} … -c`)", texts[program]),
             ),
-            Some(Evaluator::Other { from, what }) => (from..command.len(), what),
+            Some(Evaluator::Other { code, what }) => (code, what),
             None => continue,
         };
-        if let Some(name) = command[range].iter().flat_map(|(_, m)| m).next() {
+        if let Some(name) = code.iter().flat_map(|&i| &command[i].1).next() {
             return Err(format!(
                 "${name} would reach {what} inside the shell script, which would parse \
                  its value as code; pass it there as an argument after the inner script \
@@ -799,6 +805,7 @@ mod tests {
             ("env fish --command 'deliver $recipient'", "fish --command"),
             ("perl -we 'deliver(\"$local\")'", "perl -we"),
             ("python3 -c 'print(\"$ext\")'", "python3 -c"),
+            ("perl -w -e 'warn 1' -e 'print q($sender)'", "perl -e"),
         ] {
             let err = FallbackCommand::parse(line).expect_err(line);
             assert!(err.contains(&format!("`{names}")), "{line}: {err}");
@@ -817,6 +824,9 @@ mod tests {
             "sh -c 'procmail -f $sender; su root -c logger || sh -c true'",
             // Scripts and programs given as files, with the values as their arguments.
             "perl /usr/local/bin/deliver.pl $sender",
+            // After the code: the program's own arguments (@ARGV, sys.argv).
+            "perl -we 'deliver($ARGV[0])' $sender",
+            "sh -c 'python3 -c \"import sys; print(sys.argv[1])\" \"$local\"'",
             "perl -I/usr/share/perl5 -w deliver.pl -f $sender",
             "python3 /usr/local/bin/deliver -- $local",
             "ssh-keygen -l -f /etc/keys/$local",
