@@ -12,7 +12,6 @@ use std::ffi::OsString;
 use std::io::{self, Read, Write};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::thread;
@@ -23,6 +22,8 @@ use crate::exit::{ExitCode, from_raw};
 use crate::macros::{Macros, Token, tokens};
 use crate::signals;
 
+mod code;
+
 /// Most bytes of a Fallback's stdout/stderr passed on; the rest is read and dropped, so a
 /// flooding child neither blocks nor floods the MTA's bounce.
 const OUTPUT_CAP: usize = 64 * 1024;
@@ -32,40 +33,12 @@ const KILL_GRACE: Duration = Duration::from_secs(5);
 /// may hold them open).
 const DRAIN_GRACE: Duration = Duration::from_secs(2);
 
-/// Shells of the sh family: their `-c` argument is a script, where `"${VAR}"` is data
-/// whatever VAR holds (the word gets the safe rewrite).
-const SHELLS: &[&str] = &[
-    "sh", "bash", "dash", "ash", "ksh", "mksh", "pdksh", "zsh", "yash", "posh", "ksh93", "rbash",
-    "rksh", "lksh", "oksh", "loksh", "hush",
-];
-
-/// Programs whose `-c`/`--command` argument goes to `sh -c` with our environment.
-const RUN_SH: &[&str] = &["su", "runuser", "flock"];
-
-/// Programs that parse an argument as code in a language the rewrite does not speak, with
-/// the options whose next word is that code (none: every argument, as ssh joins them for a
-/// remote shell). A macro there cannot be made safe, so it is a configuration error; after
-/// the code it is an ordinary argument (`perl -e 'print $ARGV[0]' $sender`).
-const OTHER_CODE: &[(&str, &[&str])] = &[
-    ("csh", &["-c"]),
-    ("tcsh", &["-c"]),
-    ("bsd-csh", &["-c"]),
-    ("fish", &["-c", "--command"]),
-    ("perl", &["-e", "-E"]),
-    ("python", &["-c"]),
-    ("python3", &["-c"]),
-    ("ruby", &["-e"]),
-    ("php", &["-r"]),
-    ("node", &["-e", "--eval"]),
-    ("ssh", &[]),
-];
-
 /// A parsed `Fallback` line.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FallbackCommand {
     words: Vec<String>,
-    /// Index of the word a shell runs as a script (`sh -c SCRIPT`), if any.
-    script: Option<usize>,
+    /// The word a shell runs as a script (`sh -c SCRIPT`, `su -cSCRIPT`), if any.
+    script: Option<code::Code>,
 }
 
 /// The command ready to start: arguments and the variables that carry macro values.
@@ -96,22 +69,7 @@ impl FallbackCommand {
         if tokens(program).any(|t| matches!(t, Token::Macro { .. })) {
             return Err("macros are not allowed in the program name".into());
         }
-        let script = match find_evaluator(&words) {
-            Some(Evaluator::Sh { script, .. }) => {
-                check_script(&words[script])?;
-                Some(script)
-            }
-            Some(Evaluator::Other { code, what }) => {
-                if let Some(name) = code.iter().flat_map(|&i| macros_in(&words[i])).next() {
-                    return Err(format!(
-                        "${name} would reach {what}, which parses it as code; macros are safe \
-                         only as plain arguments and in a /bin/sh -c script"
-                    ));
-                }
-                None
-            }
-            None => None,
-        };
+        let script = code::script_of(&words)?;
         Ok(FallbackCommand { words, script })
     }
 
@@ -128,7 +86,7 @@ impl FallbackCommand {
 
     /// Which word a shell runs as a script, if any (it gets the variable rewrite).
     pub fn script_index(&self) -> Option<usize> {
-        self.script
+        self.script.as_ref().map(|s| s.word)
     }
 
     /// Expands defined macros: as plain argument text, or, in a shell script, as references
@@ -140,10 +98,14 @@ impl FallbackCommand {
             .iter()
             .enumerate()
             .map(|(i, word)| {
-                if Some(i) == self.script {
-                    OsString::from(rewrite_script(word, macros, &mut env))
-                } else {
-                    expand_argument(word, macros)
+                match &self.script {
+                    // The option's own text before an attached script (`-c`, `--command=`).
+                    Some(s) if s.word == i => OsString::from(format!(
+                        "{}{}",
+                        &word[..s.offset],
+                        rewrite_script(&word[s.offset..], macros, &mut env)
+                    )),
+                    _ => expand_argument(word, macros),
                 }
             })
             .collect();
@@ -204,210 +166,6 @@ fn split_words(line: &str) -> Result<Vec<String>, String> {
         words.push(w);
     }
     Ok(words)
-}
-
-/// Where a command line runs code.
-#[derive(Debug, PartialEq, Eq)]
-enum Evaluator {
-    /// The word at `script` is an sh script (run by the program at `program`): it gets the
-    /// variable rewrite.
-    Sh { program: usize, script: usize },
-    /// The words at these indexes are parsed as code in another language (`what`).
-    Other { code: Vec<usize>, what: String },
-}
-
-/// Finds the first program in the words that runs code: `SHELL [options] -c SCRIPT` (also
-/// behind `env`, `nice`, `sudo` …), `su`/`runuser`/`flock … -c COMMAND`, or one of
-/// `OTHER_CODE`. The first one found decides: the words before it are its wrappers' options.
-fn find_evaluator<S: AsRef<str>>(words: &[S]) -> Option<Evaluator> {
-    let name = |w: &str| {
-        Path::new(w)
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("")
-            .to_string()
-    };
-    for (at, word) in words.iter().enumerate() {
-        let program = name(word.as_ref());
-        if SHELLS.contains(&program.as_str()) {
-            let script = shell_script_after(words, at + 1)?;
-            return Some(Evaluator::Sh {
-                program: at,
-                script,
-            });
-        }
-        if RUN_SH.contains(&program.as_str()) {
-            let c = words[at + 1..]
-                .iter()
-                .position(|w| matches!(w.as_ref(), "-c" | "--command"))?;
-            let script = at + 1 + c + 1;
-            return (script < words.len()).then_some(Evaluator::Sh {
-                program: at,
-                script,
-            });
-        }
-        if let Some((_, flags)) = OTHER_CODE.iter().find(|(p, _)| *p == program) {
-            if flags.is_empty() {
-                return Some(Evaluator::Other {
-                    code: (at + 1..words.len()).collect(),
-                    what: format!("`{program}`"),
-                });
-            }
-            let is_flag = |w: &str| {
-                flags.contains(&w)
-                    || flags.iter().any(|f| {
-                        // A cluster of one-letter options (`-we`) that includes this one.
-                        f.len() == 2
-                            && w.len() > 2
-                            && w.starts_with('-')
-                            && w[1..].bytes().all(|b| b.is_ascii_alphabetic())
-                            && w[1..].contains(&f[1..])
-                    })
-            };
-            let flagged: Vec<usize> = (at + 1..words.len().saturating_sub(1))
-                .filter(|&i| is_flag(words[i].as_ref()))
-                .collect();
-            let first = *flagged.first()?;
-            return Some(Evaluator::Other {
-                code: flagged.iter().map(|i| i + 1).collect(),
-                what: format!("`{program} {}`", words[first].as_ref()),
-            });
-        }
-    }
-    None
-}
-
-/// Refuses an sh script that hands a macro on to a second interpreter (`sh -c "su mail -c
-/// '… $sender'"`, `eval`, `ssh` …): the rewrite makes the first shell expand the value as
-/// data, but into text the second one parses as code.
-fn check_script(script: &str) -> Result<(), String> {
-    for command in script_commands(script) {
-        let texts: Vec<&str> = command.iter().map(|(w, _)| w.as_str()).collect();
-        let first = texts
-            .iter()
-            .position(|w| !matches!(*w, "command" | "builtin" | "exec"));
-        let evaluator = match first {
-            Some(at) if texts[at] == "eval" => Some(Evaluator::Other {
-                code: (at + 1..texts.len()).collect(),
-                what: "`eval`".into(),
-            }),
-            _ => find_evaluator(&texts),
-        };
-        // An inner script's own words after it are its positional parameters: data.
-        let (code, what) = match evaluator {
-            Some(Evaluator::Sh { program, script }) => (
-                vec![script],
-                format!("a second shell (`{} … -c`)", texts[program]),
-            ),
-            Some(Evaluator::Other { code, what }) => (code, what),
-            None => continue,
-        };
-        if let Some(name) = code.iter().flat_map(|&i| &command[i].1).next() {
-            return Err(format!(
-                "${name} would reach {what} inside the shell script, which would parse \
-                 its value as code; pass it there as an argument after the inner script \
-                 (sh -c '… \"$1\" …' sh ${name}), or use the environment (SENDER, LOCAL, \
-                 HOST, RECIPIENT)"
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// The simple commands of an sh script, as far as `check_script` needs them: words with
-/// their quotes removed, split at unquoted blanks, newlines and `;` `&` `|` `(` `)` `` ` ``,
-/// each with the macros it holds (not those escaped with a backslash, which stay the
-/// shell's own).
-fn script_commands(script: &str) -> Vec<Vec<(String, Vec<&str>)>> {
-    #[derive(Clone, Copy, PartialEq)]
-    enum Quote {
-        None,
-        Single,
-        Double,
-    }
-    let mut commands = Vec::new();
-    let mut command: Vec<(String, Vec<&str>)> = Vec::new();
-    let mut word: Option<(String, Vec<&str>)> = None;
-    let mut quote = Quote::None;
-    let mut escaped = false;
-    for token in tokens(script) {
-        match token {
-            Token::Text(text) => {
-                for c in text.chars() {
-                    if escaped {
-                        escaped = false;
-                        word.get_or_insert_default().0.push(c);
-                        continue;
-                    }
-                    match (quote, c) {
-                        (Quote::Single, '\'') | (Quote::Double, '"') => quote = Quote::None,
-                        (Quote::None, '\'') => quote = Quote::Single,
-                        (Quote::None, '"') => quote = Quote::Double,
-                        (Quote::None | Quote::Double, '\\') => escaped = true,
-                        (Quote::None, ' ' | '\t') => command.extend(word.take()),
-                        (Quote::None, '\n' | ';' | '&' | '|' | '(' | ')' | '`') => {
-                            command.extend(word.take());
-                            commands.push(std::mem::take(&mut command));
-                        }
-                        _ => {
-                            word.get_or_insert_default().0.push(c);
-                            continue;
-                        }
-                    }
-                    if quote != Quote::None {
-                        word.get_or_insert_default();
-                    }
-                }
-            }
-            Token::Macro { name, raw } => {
-                let w = word.get_or_insert_default();
-                w.0.push_str(raw);
-                if !std::mem::take(&mut escaped) && defined_in_fallback(name) {
-                    w.1.push(name);
-                }
-            }
-        }
-    }
-    command.extend(word);
-    commands.push(command);
-    commands
-}
-
-/// The macros a word refers to that a Fallback may be given (the rest stay as written).
-fn macros_in(word: &str) -> impl Iterator<Item = &str> {
-    tokens(word).filter_map(|t| match t {
-        Token::Macro { name, .. } if defined_in_fallback(name) => Some(name),
-        _ => None,
-    })
-}
-
-/// The macros defined when the Fallback runs: the envelope's and, when the message was read
-/// before Verify, the headers' (`$1`… and `$message` never are: Verify found no row).
-fn defined_in_fallback(name: &str) -> bool {
-    matches!(name, "local" | "domain" | "sender" | "recipient" | "ext")
-        || crate::headers::NAMES.contains(&name)
-}
-
-/// After a shell's name: its options, then the script if one of them was `-c`.
-fn shell_script_after<S: AsRef<str>>(words: &[S], mut i: usize) -> Option<usize> {
-    let mut has_c = false;
-    while let Some(w) = words.get(i) {
-        match w.as_ref() {
-            "--" => {
-                i += 1;
-                break;
-            }
-            // Options that take the next word as their argument.
-            "-o" | "+o" | "-O" | "+O" | "--rcfile" | "--init-file" => i += 2,
-            long if long.starts_with("--") => i += 1,
-            short if (short.starts_with('-') || short.starts_with('+')) && short.len() > 1 => {
-                has_c |= short[1..].contains('c');
-                i += 1;
-            }
-            _ => break,
-        }
-    }
-    (has_c && i < words.len()).then_some(i)
 }
 
 /// A non-script argument: each defined macro is replaced by its value; the word stays one
@@ -749,9 +507,9 @@ mod tests {
         }
         // A script file with arguments: they are positional parameters, plain data.
         let c = FallbackCommand::parse("/bin/sh /usr/local/bin/deliver $local").unwrap();
-        assert_eq!(c.script, None);
+        assert_eq!(c.script_index(), None);
         let c = FallbackCommand::parse("/usr/bin/procmail -f $sender -d $local").unwrap();
-        assert_eq!(c.script, None);
+        assert_eq!(c.script_index(), None);
         assert_eq!(
             argv(&c.prepare(&macros())),
             ["/usr/bin/procmail", "-f", "bob@example.org", "-d", "alice"]
@@ -848,7 +606,7 @@ mod tests {
         );
         for shell in ["ksh93", "rbash", "lksh", "hush"] {
             let c = FallbackCommand::parse(&format!("{shell} -c 'x $local'")).unwrap();
-            assert_eq!(c.script, Some(2), "{shell}");
+            assert_eq!(c.script_index(), Some(2), "{shell}");
         }
     }
 

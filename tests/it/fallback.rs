@@ -232,6 +232,15 @@ fn hostile_senders_run_nothing_through_either_fallback_form() {
             out_file.display()
         ),
         "/usr/bin/env printf '%s\\n' $sender $local".to_string(),
+        // The script attached to its option, as getopt allows (`su -c'…'`, `--command=…`).
+        format!(
+            "/usr/bin/script -q -O /dev/null -c\"printf '%s\\n' $sender $local > {}\"",
+            out_file.display()
+        ),
+        format!(
+            "/usr/bin/script -q -O /dev/null --command=\"printf '%s\\n' $sender $local > {}\"",
+            out_file.display()
+        ),
     ];
     for form in &forms {
         s.configure(&format!("{OPTIONS}\nFallback = {form}"), "");
@@ -316,6 +325,9 @@ fn macros_handed_to_a_second_interpreter_are_a_configuration_error() {
         format!("/bin/sh -c \"su nobody -s /bin/sh -c 'touch {pwned}-$sender'\""),
         format!("/bin/sh -c 'eval touch {pwned}-$sender'"),
         format!("/usr/bin/ssh localhost touch {pwned}-$sender"),
+        format!("/usr/bin/env -S 'touch {pwned}-$sender'"),
+        format!("/usr/bin/perl -e'open(F, \">{pwned}-$sender\")'"),
+        format!("/bin/sh -c \"sed -n 's|^|{pwned}-$sender|w {pwned}' /dev/null\""),
     ] {
         s.configure(&format!("{OPTIONS}\nFallback = {command}"), BOUNCE);
         for local in ["alice", "carol"] {

@@ -1,0 +1,607 @@
+//! Where a Fallback command line runs code: the script of an sh (`sh -c`, `su -c`), which
+//! gets the safe rewrite, or code in another language (`perl -e`, `sed`'s script, `ssh`'s
+//! remote command …), where a macro cannot be made safe and is a configuration error.
+//!
+//! A list of known programs and of how their options read, erring towards finding code: a
+//! word taken for code by mistake costs at most a refused line, code taken for data lets a
+//! sender in. What is not on the list (a script in a file) is the administrator's to keep
+//! safe, as the man page says.
+
+use std::path::Path;
+
+use crate::macros::{Token, tokens};
+
+/// Shells of the sh family: their `-c` argument is a script, where `"${VAR}"` is data
+/// whatever VAR holds (the word gets the safe rewrite).
+const SHELLS: &[&str] = &[
+    "sh", "bash", "dash", "ash", "ksh", "mksh", "pdksh", "zsh", "yash", "posh", "ksh93", "rbash",
+    "rksh", "lksh", "oksh", "loksh", "hush",
+];
+
+/// A program that takes code in its arguments, and how its options read.
+struct Program {
+    names: &'static [&'static str],
+    /// Its code is an sh script (`su -c`, run with `sh -c`): it gets the rewrite.
+    sh: bool,
+    /// It runs the command in its other arguments (`env`, `flock`, `su`): without code of
+    /// its own, the search goes on past it.
+    wrapper: bool,
+    /// Every argument is code (`ssh` joins them into a command for the remote shell).
+    all: bool,
+    /// Its code options are whole words only (`flock FILE -c CMD`: no getopt forms).
+    exact: bool,
+    /// Options whose argument is code: short letters (`-eCODE`, `-e CODE`, also ending a
+    /// cluster: `-le CODE`) and long names (`--eval=CODE`, `--eval CODE`, or a prefix).
+    short: &'static str,
+    long: &'static [&'static str],
+    /// Options known to take an argument that is not code, so that it is not read as
+    /// options or as the first operand. Only sure ones: a wrong entry could hide code.
+    short_arg: &'static str,
+    long_arg: &'static [&'static str],
+    /// awk, sed: the options that name a program file; without one of them or a code
+    /// option, the first operand is the program.
+    files: Option<(&'static str, &'static [&'static str])>,
+}
+
+const NONE: Program = Program {
+    names: &[],
+    sh: false,
+    wrapper: false,
+    all: false,
+    exact: false,
+    short: "",
+    long: &[],
+    short_arg: "",
+    long_arg: &[],
+    files: None,
+};
+
+const PROGRAMS: &[Program] = &[
+    Program {
+        names: &["su", "runuser"],
+        sh: true,
+        wrapper: true,
+        short: "c",
+        long: &["command", "session-command"],
+        short_arg: "gGswu",
+        long_arg: &[
+            "group",
+            "supp-group",
+            "shell",
+            "whitelist-environment",
+            "user",
+        ],
+        ..NONE
+    },
+    Program {
+        names: &["flock"],
+        sh: true,
+        wrapper: true,
+        exact: true,
+        short: "c",
+        long: &["command"],
+        ..NONE
+    },
+    Program {
+        names: &["script"],
+        sh: true,
+        wrapper: true,
+        short: "c",
+        long: &["command"],
+        short_arg: "BEIOmoT",
+        ..NONE
+    },
+    Program {
+        names: &["env"],
+        wrapper: true,
+        short: "S",
+        long: &["split-string"],
+        short_arg: "uC",
+        long_arg: &["unset", "chdir"],
+        ..NONE
+    },
+    Program {
+        names: &["csh", "tcsh", "bsd-csh"],
+        short: "c",
+        ..NONE
+    },
+    Program {
+        names: &["fish"],
+        short: "cC",
+        long: &["command", "init-command"],
+        ..NONE
+    },
+    Program {
+        names: &["perl"],
+        short: "eE",
+        ..NONE
+    },
+    Program {
+        names: &["python", "python2", "python3"],
+        short: "c",
+        short_arg: "WX",
+        ..NONE
+    },
+    Program {
+        names: &["ruby"],
+        short: "e",
+        short_arg: "CEIr",
+        ..NONE
+    },
+    Program {
+        names: &["php"],
+        short: "rBRE",
+        short_arg: "cdfzF",
+        ..NONE
+    },
+    Program {
+        names: &["node", "nodejs"],
+        short: "ep",
+        long: &["eval", "print"],
+        short_arg: "r",
+        long_arg: &["require", "import"],
+        ..NONE
+    },
+    Program {
+        names: &["lua", "luajit", "Rscript", "expect"],
+        short: "ec",
+        ..NONE
+    },
+    Program {
+        names: &["awk", "gawk", "mawk", "nawk", "original-awk"],
+        short: "e",
+        long: &["source"],
+        short_arg: "FvfEilW",
+        long_arg: &[
+            "field-separator",
+            "assign",
+            "file",
+            "exec",
+            "include",
+            "load",
+        ],
+        files: Some(("fE", &["file", "exec"])),
+        ..NONE
+    },
+    Program {
+        names: &["sed", "gsed"],
+        short: "e",
+        long: &["expression"],
+        short_arg: "fl",
+        long_arg: &["file", "line-length"],
+        files: Some(("f", &["file"])),
+        ..NONE
+    },
+    Program {
+        names: &["ssh"],
+        all: true,
+        ..NONE
+    },
+];
+
+/// Code in a command line: the word at `word`, from byte `offset` (after `-c` in
+/// `su -cSCRIPT`), given by `option` (empty for an operand).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct Code {
+    pub word: usize,
+    pub offset: usize,
+    option: String,
+}
+
+/// Where a command line runs code.
+#[derive(Debug, PartialEq, Eq)]
+enum Evaluator {
+    /// An sh script (run by the program at `program`): it gets the variable rewrite.
+    Sh { program: usize, script: Code },
+    /// Code in another language, or more than one script (`what` says which).
+    Other { code: Vec<Code>, what: String },
+}
+
+/// Checks a parsed line: the sh script macros are rewritten in, if any; an error where a
+/// macro would reach code that the rewrite cannot make safe.
+pub(super) fn script_of(words: &[String]) -> Result<Option<Code>, String> {
+    match find_evaluator(words) {
+        Some(Evaluator::Sh { script, .. }) => {
+            check_script(&words[script.word][script.offset..])?;
+            Ok(Some(script))
+        }
+        Some(Evaluator::Other { code, what }) => {
+            match code
+                .iter()
+                .flat_map(|c| macros_in(&words[c.word][c.offset..]))
+                .next()
+            {
+                Some(name) => Err(format!(
+                    "${name} would reach {what}, which parses it as code; macros are safe \
+                     only as plain arguments and in a /bin/sh -c script"
+                )),
+                None => Ok(None),
+            }
+        }
+        None => Ok(None),
+    }
+}
+
+/// Finds the first program in the words that runs code: `SHELL [options] -c SCRIPT` (also
+/// behind `env`, `nice`, `sudo` …) or one of `PROGRAMS`. The first one found decides; a
+/// program that runs a file stops the search (the words after it are that file's arguments).
+fn find_evaluator<S: AsRef<str>>(words: &[S]) -> Option<Evaluator> {
+    for (at, word) in words.iter().enumerate() {
+        let name = Path::new(word.as_ref())
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("");
+        if SHELLS.contains(&name) {
+            let word = shell_script_after(words, at + 1)?;
+            return Some(Evaluator::Sh {
+                program: at,
+                script: Code {
+                    word,
+                    offset: 0,
+                    option: "-c".into(),
+                },
+            });
+        }
+        let Some(program) = PROGRAMS.iter().find(|p| p.names.contains(&name)) else {
+            continue;
+        };
+        let mut code = program.code_in(words, at + 1);
+        match code.len() {
+            0 if program.wrapper => continue,
+            0 => return None,
+            1 if program.sh => {
+                return Some(Evaluator::Sh {
+                    program: at,
+                    script: code.remove(0),
+                });
+            }
+            _ => {}
+        }
+        let what = match code[0].option.as_str() {
+            "" => format!("`{name}` (its program)"),
+            option if program.sh => format!("`{name} {option}` (given more than once)"),
+            option => format!("`{name} {option}`"),
+        };
+        return Some(Evaluator::Other { code, what });
+    }
+    None
+}
+
+impl Program {
+    /// The code in the words from `start` on, the arguments of this program. Every word is
+    /// looked at, even past an operand, where the program's own arguments begin.
+    fn code_in<S: AsRef<str>>(&self, words: &[S], start: usize) -> Vec<Code> {
+        let at = |word: usize, offset: usize, option: &str| Code {
+            word,
+            offset,
+            option: option.to_string(),
+        };
+        if self.all {
+            return (start..words.len()).map(|w| at(w, 0, "")).collect();
+        }
+        let (file_short, file_long) = self.files.unwrap_or(("", &[]));
+        let mut code = Vec::new();
+        let mut operand = None;
+        let mut program_file = false;
+        let mut i = start;
+        while let Some(word) = words.get(i) {
+            let w = word.as_ref();
+            i += 1;
+            if w == "--" {
+                // The word after it is an operand, even if it looks like an option.
+                if operand.is_none() && i < words.len() {
+                    operand = Some(i);
+                    i += 1;
+                }
+                continue;
+            }
+            if w == "-" || !w.starts_with('-') {
+                operand.get_or_insert(i - 1);
+                continue;
+            }
+            if self.exact {
+                let (short, long) = (w.strip_prefix('-'), w.strip_prefix("--"));
+                let is_code = long.is_some_and(|l| self.long.contains(&l))
+                    || short.is_some_and(|s| s.len() == 1 && self.short.contains(s));
+                if is_code && i < words.len() {
+                    code.push(at(i, 0, w));
+                    i += 1;
+                }
+                continue;
+            }
+            if let Some(long) = w.strip_prefix("--") {
+                let (name, value) = long.split_once('=').unwrap_or((long, ""));
+                let has_value = long.contains('=');
+                program_file |= file_long.contains(&name);
+                if !name.is_empty() && self.long.iter().any(|l| l.starts_with(name)) {
+                    let option = format!("--{name}");
+                    if has_value {
+                        code.push(at(i - 1, w.len() - value.len(), &option));
+                    } else if i < words.len() {
+                        code.push(at(i, 0, &option));
+                        i += 1;
+                    }
+                } else if !has_value && self.long_arg.contains(&name) {
+                    i += 1;
+                }
+                continue;
+            }
+            // A cluster of short options: `-le CODE`, `-eCODE`, `-wI/dir`.
+            for (offset, c) in w.char_indices().skip(1) {
+                let rest = offset + c.len_utf8();
+                if self.short.contains(c) {
+                    if rest < w.len() {
+                        code.push(at(i - 1, rest, &w[..rest]));
+                    } else if i < words.len() {
+                        code.push(at(i, 0, w));
+                        i += 1;
+                    }
+                    break;
+                }
+                program_file |= file_short.contains(c);
+                if self.short_arg.contains(c) {
+                    if rest == w.len() {
+                        i += 1;
+                    }
+                    break;
+                }
+            }
+        }
+        if self.files.is_some() && code.is_empty() && !program_file {
+            code.extend(operand.map(|o| at(o, 0, "")));
+        }
+        code
+    }
+}
+
+/// Refuses an sh script that hands a macro on to a second interpreter (`sh -c "su mail -c
+/// '… $sender'"`, `eval`, `ssh` …): the rewrite makes the first shell expand the value as
+/// data, but into text the second one parses as code.
+fn check_script(script: &str) -> Result<(), String> {
+    for command in script_commands(script) {
+        let texts: Vec<&str> = command.iter().map(|(w, _)| w.as_str()).collect();
+        let first = texts
+            .iter()
+            .position(|w| !matches!(*w, "command" | "builtin" | "exec"));
+        let evaluator = match first {
+            Some(at) if texts[at] == "eval" => Some(Evaluator::Other {
+                code: (at + 1..texts.len())
+                    .map(|word| Code {
+                        word,
+                        offset: 0,
+                        option: String::new(),
+                    })
+                    .collect(),
+                what: "`eval`".into(),
+            }),
+            _ => find_evaluator(&texts),
+        };
+        // An inner script's own words after it are its positional parameters: data.
+        let (code, what) = match evaluator {
+            Some(Evaluator::Sh { program, script }) => (
+                vec![script],
+                format!("a second shell (`{} … -c`)", texts[program]),
+            ),
+            Some(Evaluator::Other { code, what }) => (code, what),
+            None => continue,
+        };
+        // The macros of the whole word: an option's own text (`-c`, `--eval=`) holds none.
+        if let Some(name) = code.iter().flat_map(|c| &command[c.word].1).next() {
+            return Err(format!(
+                "${name} would reach {what} inside the shell script, which would parse \
+                 its value as code; pass it there as an argument after the inner script \
+                 (sh -c '… \"$1\" …' sh ${name}), or use the environment (SENDER, LOCAL, \
+                 HOST, RECIPIENT)"
+            ));
+        }
+    }
+    Ok(())
+}
+/// The simple commands of an sh script, as far as `check_script` needs them: words with
+/// their quotes removed, split at unquoted blanks, newlines and `;` `&` `|` `(` `)` `` ` ``,
+/// each with the macros it holds (not those escaped with a backslash, which stay the
+/// shell's own).
+fn script_commands(script: &str) -> Vec<Vec<(String, Vec<&str>)>> {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Quote {
+        None,
+        Single,
+        Double,
+    }
+    let mut commands = Vec::new();
+    let mut command: Vec<(String, Vec<&str>)> = Vec::new();
+    let mut word: Option<(String, Vec<&str>)> = None;
+    let mut quote = Quote::None;
+    let mut escaped = false;
+    for token in tokens(script) {
+        match token {
+            Token::Text(text) => {
+                for c in text.chars() {
+                    if escaped {
+                        escaped = false;
+                        word.get_or_insert_default().0.push(c);
+                        continue;
+                    }
+                    match (quote, c) {
+                        (Quote::Single, '\'') | (Quote::Double, '"') => quote = Quote::None,
+                        (Quote::None, '\'') => quote = Quote::Single,
+                        (Quote::None, '"') => quote = Quote::Double,
+                        (Quote::None | Quote::Double, '\\') => escaped = true,
+                        (Quote::None, ' ' | '\t') => command.extend(word.take()),
+                        (Quote::None, '\n' | ';' | '&' | '|' | '(' | ')' | '`') => {
+                            command.extend(word.take());
+                            commands.push(std::mem::take(&mut command));
+                        }
+                        _ => {
+                            word.get_or_insert_default().0.push(c);
+                            continue;
+                        }
+                    }
+                    if quote != Quote::None {
+                        word.get_or_insert_default();
+                    }
+                }
+            }
+            Token::Macro { name, raw } => {
+                let w = word.get_or_insert_default();
+                w.0.push_str(raw);
+                if !std::mem::take(&mut escaped) && defined_in_fallback(name) {
+                    w.1.push(name);
+                }
+            }
+        }
+    }
+    command.extend(word);
+    commands.push(command);
+    commands
+}
+
+/// The macros a word refers to that a Fallback may be given (the rest stay as written).
+fn macros_in(word: &str) -> impl Iterator<Item = &str> {
+    tokens(word).filter_map(|t| match t {
+        Token::Macro { name, .. } if defined_in_fallback(name) => Some(name),
+        _ => None,
+    })
+}
+
+/// The macros defined when the Fallback runs: the envelope's and, when the message was read
+/// before Verify, the headers' (`$1`… and `$message` never are: Verify found no row).
+fn defined_in_fallback(name: &str) -> bool {
+    matches!(name, "local" | "domain" | "sender" | "recipient" | "ext")
+        || crate::headers::NAMES.contains(&name)
+}
+
+/// After a shell's name: its options, then the script if one of them was `-c`.
+fn shell_script_after<S: AsRef<str>>(words: &[S], mut i: usize) -> Option<usize> {
+    let mut has_c = false;
+    while let Some(w) = words.get(i) {
+        match w.as_ref() {
+            "--" => {
+                i += 1;
+                break;
+            }
+            // Options that take the next word as their argument.
+            "-o" | "+o" | "-O" | "+O" | "--rcfile" | "--init-file" => i += 2,
+            long if long.starts_with("--") => i += 1,
+            short if (short.starts_with('-') || short.starts_with('+')) && short.len() > 1 => {
+                has_c |= short[1..].contains('c');
+                i += 1;
+            }
+            _ => break,
+        }
+    }
+    (has_c && i < words.len()).then_some(i)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn words(line: &str) -> Vec<String> {
+        super::super::split_words(line).unwrap()
+    }
+
+    fn script(line: &str) -> Option<(usize, String)> {
+        let w = words(line);
+        script_of(&w)
+            .unwrap_or_else(|e| panic!("{line}: {e}"))
+            .map(|c| (c.word, w[c.word][c.offset..].to_string()))
+    }
+
+    #[test]
+    fn attached_and_long_forms_of_a_script_option_are_scripts() {
+        for (line, word, text) in [
+            ("su mail -c'deliver $sender'", 2, "deliver $sender"),
+            ("su -lc 'deliver $sender' mail", 2, "deliver $sender"),
+            (
+                "/bin/su -s /bin/sh -c 'deliver $sender' mail",
+                4,
+                "deliver $sender",
+            ),
+            ("su mail --command='deliver $sender'", 2, "deliver $sender"),
+            (
+                "runuser -u mail --session-command 'x $local'",
+                4,
+                "x $local",
+            ),
+            ("su mail --comm='x $local'", 2, "x $local"),
+            ("flock -w 5 /run/x.lock --command 'x $local'", 5, "x $local"),
+            ("script -q -O /dev/null -c 'x $local'", 5, "x $local"),
+            // A wrapper without code of its own: the shell it runs.
+            ("env -u HOME /bin/sh -c 'x $local'", 5, "x $local"),
+            ("flock /run/x.lock sh -ec 'x $local'", 4, "x $local"),
+        ] {
+            assert_eq!(script(line), Some((word, text.to_string())), "{line}");
+        }
+    }
+
+    #[test]
+    fn code_options_in_every_form_are_refused_macros() {
+        for (line, what) in [
+            ("perl -e'print \"$sender\"'", "`perl -e`"),
+            ("perl -lne 'print q($local)'", "`perl -lne`"),
+            ("python3 -W ignore -c 'print(\"$local\")'", "`python3 -c`"),
+            ("python3 -c'import os; print(\"$local\")'", "`python3 -c`"),
+            ("ruby -rjson -e 'p \"$sender\"'", "`ruby -e`"),
+            ("php -r'echo \"$sender\";'", "`php -r`"),
+            ("php -R 'echo \"$sender\";'", "`php -R`"),
+            ("node --eval='console.log(\"$sender\")'", "`node --eval`"),
+            ("node -p '\"$sender\"'", "`node -p`"),
+            ("fish -C 'set x $sender' -c true", "`fish -C`"),
+            ("lua -e 'print(\"$sender\")'", "`lua -e`"),
+            ("env -S 'procmail -f $sender'", "`env -S`"),
+            (
+                "env --split-string='procmail -f $sender'",
+                "`env --split-string`",
+            ),
+            ("sed 's/^From: .*/From: $sender/'", "`sed` (its program)"),
+            ("sed -n -e 's/x/$sender/p'", "`sed -e`"),
+            ("sed --expression='s/x/$sender/'", "`sed --expression`"),
+            (
+                "gawk -v x=1 'BEGIN { print \"$sender\" }'",
+                "`gawk` (its program)",
+            ),
+            ("awk -F: -- '{ print \"$local\" }'", "`awk` (its program)"),
+            (
+                "su mail -c true -c 'x $sender'",
+                "`su -c` (given more than once)",
+            ),
+        ] {
+            let err = script_of(&words(line)).expect_err(line);
+            assert!(err.contains(what), "{line}: {err}");
+        }
+        // The same inside an sh script.
+        for line in [
+            "sh -c 'su mail -c\"procmail -f $sender\"'",
+            "sh -c 'sed \"s/x/$sender/\" | procmail'",
+            "sh -c 'awk \"{ print \\\"$local\\\" }\"'",
+            "sh -c 'env -S \"procmail -f $sender\"'",
+        ] {
+            let err = script_of(&words(line)).expect_err(line);
+            assert!(err.contains("inside the shell script"), "{line}: {err}");
+        }
+    }
+
+    #[test]
+    fn data_beside_code_is_accepted() {
+        for line in [
+            // Option arguments and operands that are not code.
+            "awk -v sender=$sender 'BEGIN { print sender }'",
+            "sed -f /etc/mail/rewrite.sed -- $local",
+            "awk -f /etc/mail/filter.awk $sender",
+            "sed -e 's/^/> /' $local",
+            "python3 -W ignore /usr/local/bin/deliver $sender",
+            "ruby -I /usr/local/lib deliver.rb $sender",
+            "env -u HOME /usr/bin/procmail -f $sender",
+            "flock -w 5 /run/x.lock /usr/bin/procmail -f $sender",
+            // flock takes only `-c` and `--command` as words of their own.
+            "flock /run/x.lock /usr/local/bin/deliver -rc $local",
+            "perl -e 'print $ARGV[0]' $sender",
+        ] {
+            assert_eq!(script_of(&words(line)), Ok(None), "{line}");
+        }
+        // The inner program's positional parameters.
+        let line = "sh -c 'sed \"s/x/$1/\" | procmail' sh $sender";
+        assert_eq!(script(line).map(|s| s.0), Some(2));
+    }
+}
