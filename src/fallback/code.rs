@@ -30,6 +30,8 @@ struct Program {
     all: bool,
     /// Its code options are whole words only (`flock FILE -c CMD`: no getopt forms).
     exact: bool,
+    /// Its options end at the first operand (`env`: the rest is the command it runs).
+    options_first: bool,
     /// Options whose argument is code: short letters (`-eCODE`, `-e CODE`, also ending a
     /// cluster: `-le CODE`) and long names (`--eval=CODE`, `--eval CODE`, or a prefix).
     short: &'static str,
@@ -49,6 +51,7 @@ const NONE: Program = Program {
     wrapper: false,
     all: false,
     exact: false,
+    options_first: false,
     short: "",
     long: &[],
     short_arg: "",
@@ -94,6 +97,7 @@ const PROGRAMS: &[Program] = &[
     Program {
         names: &["env"],
         wrapper: true,
+        options_first: true,
         short: "S",
         long: &["split-string"],
         short_arg: "uC",
@@ -288,6 +292,9 @@ impl Program {
             let w = word.as_ref();
             i += 1;
             if w == "--" {
+                if self.options_first {
+                    break;
+                }
                 // The word after it is an operand, even if it looks like an option.
                 if operand.is_none() && i < words.len() {
                     operand = Some(i);
@@ -296,6 +303,9 @@ impl Program {
                 continue;
             }
             if w == "-" || !w.starts_with('-') {
+                if self.options_first {
+                    break;
+                }
                 operand.get_or_insert(i - 1);
                 continue;
             }
@@ -593,6 +603,9 @@ mod tests {
             "python3 -W ignore /usr/local/bin/deliver $sender",
             "ruby -I /usr/local/lib deliver.rb $sender",
             "env -u HOME /usr/bin/procmail -f $sender",
+            // env's options end at its command: `-S` there is the command's own.
+            "env LANG=C /usr/local/bin/deliver -S $sender",
+            "env -- /usr/local/bin/deliver -S $sender",
             "flock -w 5 /run/x.lock /usr/bin/procmail -f $sender",
             // flock takes only `-c` and `--command` as words of their own.
             "flock /run/x.lock /usr/local/bin/deliver -rc $local",
