@@ -387,26 +387,35 @@ fn check_script(script: &str) -> Result<(), String> {
             _ => find_evaluator(&texts),
         };
         // An inner script's own words after it are its positional parameters: data.
-        let (code, what) = match evaluator {
+        let (code, what, instead) = match evaluator {
             Some(Evaluator::Sh { program, script }) => (
                 vec![script],
                 format!("a second shell (`{} … -c`)", texts[program]),
+                "pass it there as an argument after the inner script (sh -c '… \"$1\" …' sh \
+                 $NAME)",
             ),
-            Some(Evaluator::Other { code, what }) => (code, what),
+            Some(Evaluator::Other { code, what }) => (
+                code,
+                what,
+                "give it to that program as data, never inside its code (not even as \"$1\"): \
+                 as an argument after the code (perl -e '…' \"$NAME\") or a variable (awk -v \
+                 var=\"$NAME\")",
+            ),
             None => continue,
         };
         // The macros of the whole word: an option's own text (`-c`, `--eval=`) holds none.
         if let Some(name) = code.iter().flat_map(|c| &command[c.word].1).next() {
+            let instead = instead.replace("NAME", name);
             return Err(format!(
-                "${name} would reach {what} inside the shell script, which would parse \
-                 its value as code; pass it there as an argument after the inner script \
-                 (sh -c '… \"$1\" …' sh ${name}), or use the environment (SENDER, LOCAL, \
+                "${name} would reach {what} inside the shell script, which would parse its \
+                 value as code; {instead}, or read it from the environment (SENDER, LOCAL, \
                  HOST, RECIPIENT)"
             ));
         }
     }
     Ok(())
 }
+
 /// The simple commands of an sh script, as far as `check_script` needs them: words with
 /// their quotes removed, split at unquoted blanks, newlines and `;` `&` `|` `(` `)` `` ` ``,
 /// each with the macros it holds (not those escaped with a backslash, which stay the
@@ -590,6 +599,11 @@ mod tests {
             let err = script_of(&words(line)).expect_err(line);
             assert!(err.contains("inside the shell script"), "{line}: {err}");
         }
+        // The advice fits the reader: "$1" is data to a second shell, not to sed.
+        let err = script_of(&words("sh -c 'sed \"s/x/$sender/\"'")).unwrap_err();
+        assert!(err.contains("not even as \"$1\""), "{err}");
+        let err = script_of(&words("sh -c 'su mail -c \"x $sender\"'")).unwrap_err();
+        assert!(err.contains("sh -c '… \"$1\" …' sh $sender"), "{err}");
     }
 
     #[test]
