@@ -184,15 +184,17 @@ fn expand_argument(word: &str, macros: &Macros<'_>) -> OsString {
     OsString::from_vec(out)
 }
 
+/// Where an sh script's reader stands: outside quotes, or inside `'…'` or `"…"`.
+#[derive(Clone, Copy, PartialEq)]
+enum Quote {
+    None,
+    Single,
+    Double,
+}
+
 /// The shell-safe rewrite: `$name` → `"${VIRT_MAIL_NAME}"`, closing and reopening any quote
 /// the macro sits in, and the value goes into the environment.
 fn rewrite_script(script: &str, macros: &Macros<'_>, env: &mut Vec<(String, OsString)>) -> String {
-    #[derive(Clone, Copy, PartialEq)]
-    enum Quote {
-        None,
-        Single,
-        Double,
-    }
     let mut out = String::with_capacity(script.len() + 32);
     let mut quote = Quote::None;
     // A backslash before `$name` (outside single quotes) makes it literal for the shell.

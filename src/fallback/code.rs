@@ -9,6 +9,7 @@
 
 use std::path::Path;
 
+use super::Quote;
 use crate::macros::{Token, tokens};
 
 /// Shells of the sh family: their `-c` argument is a script, where `"${VAR}"` is data
@@ -421,12 +422,6 @@ fn check_script(script: &str) -> Result<(), String> {
 /// each with the macros it holds (not those escaped with a backslash, which stay the
 /// shell's own).
 fn script_commands(script: &str) -> Vec<Vec<(String, Vec<&str>)>> {
-    #[derive(Clone, Copy, PartialEq)]
-    enum Quote {
-        None,
-        Single,
-        Double,
-    }
     let mut commands = Vec::new();
     let mut command: Vec<(String, Vec<&str>)> = Vec::new();
     let mut word: Option<(String, Vec<&str>)> = None;
