@@ -19,7 +19,7 @@ mod odbc;
 #[cfg(feature = "postgres")]
 mod postgres;
 #[cfg(feature = "sqlite")]
-mod sqlite;
+pub mod sqlite;
 #[cfg(feature = "virtuoso")]
 pub mod virtuoso;
 
@@ -102,7 +102,8 @@ impl<'a> Target<'a> {
     /// never needs to be in memory whole: Virtuoso, ODBC and MariaDB send it to the database
     /// in pieces (a MySQL server, which the greeting tells, gets a copy as before);
     /// PostgreSQL copies it into the driver's Bind message in pieces, one copy fewer.
-    /// SQLite builds its record from the whole value, so a spool would only add a copy.
+    /// SQLite needs the message in memory, for the statements it runs as written; where it
+    /// writes a large one after its row (`sqlite::stream`), it does so from that memory.
     pub fn streams_values(&self) -> bool {
         matches!(
             self,

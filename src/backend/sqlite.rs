@@ -6,6 +6,8 @@
 //! time limit.
 //! The file is never created: a missing database is a fault to fix, and the mail waits.
 //! `CheckReturn` here means the statement's first column (e.g. `INSERT … RETURNING`).
+//! A large message is written after its row where that is safe (`stream`), so that SQLite
+//! does not hold a second copy of it.
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,7 +20,10 @@ use rusqlite::{Connection, ErrorCode, OpenFlags, ffi};
 use super::{Backend, Limits, Row};
 use crate::config::Statement;
 use crate::error::{DbError, DbStep, Retry};
-use crate::macros::{Macros, Placeholder, Value};
+use crate::macros::{Bound, Macros, Placeholder, Value};
+
+pub mod insert;
+mod stream;
 
 /// Progress-handler granularity, in VM instructions (cheap: a clock read per call).
 const PROGRESS_OPS: i32 = 10_000;
@@ -85,18 +90,9 @@ impl Sqlite {
         })
     }
 
-    fn arm_timeout(&mut self) {
-        let deadline = Instant::now() + self.limits.statement;
-        self.conn
-            .progress_handler(PROGRESS_OPS, Some(move || Instant::now() > deadline))
-            .ok();
-    }
-}
-
-impl Backend for Sqlite {
-    fn run(&mut self, statement: &Statement, macros: &Macros<'_>) -> Result<Option<Row>, DbError> {
-        let bound = statement.template.bind(macros, Placeholder::Question);
-        self.arm_timeout();
+    /// Prepares, binds and runs `bound`; the parameter `zeros`, if any, is bound as a
+    /// zero-filled BLOB of its length (see `stream`).
+    fn execute(&self, bound: &Bound<'_>, zeros: Option<usize>) -> Result<Option<Row>, DbError> {
         let mut stmt = self
             .conn
             .prepare(&bound.sql)
@@ -105,6 +101,11 @@ impl Backend for Sqlite {
         let raw = unsafe { only_statement(&self.conn) };
         for (i, value) in bound.params.iter().enumerate() {
             let result = match (value, raw) {
+                // SAFETY: `raw` is `stmt`, alive here.
+                (value, Some(raw)) if zeros == Some(i) => unsafe {
+                    bind_zeroblob(raw, i + 1, value.as_bytes().len())
+                },
+                (_, None) if zeros.is_some() => Err(rusqlite::Error::InvalidQuery),
                 // SAFETY: `bound` was declared before `stmt`, so the bytes outlive it.
                 (Value::Bytes(b), Some(raw)) => unsafe { bind_blob_static(raw, i + 1, b) },
                 (Value::Bytes(b), None) => stmt.raw_bind_parameter(i + 1, b.as_ref()),
@@ -127,6 +128,26 @@ impl Backend for Sqlite {
             }
         }
         Ok(first)
+    }
+
+    fn arm_timeout(&mut self) {
+        let deadline = Instant::now() + self.limits.statement;
+        self.conn
+            .progress_handler(PROGRESS_OPS, Some(move || Instant::now() > deadline))
+            .ok();
+    }
+}
+
+impl Backend for Sqlite {
+    fn run(&mut self, statement: &Statement, macros: &Macros<'_>) -> Result<Option<Row>, DbError> {
+        let bound = statement.template.bind(macros, Placeholder::Question);
+        self.arm_timeout();
+        if let Some(message) = macros.message.filter(|m| m.len() >= stream::MIN) {
+            if let Some(row) = stream::deliver(self, &bound, message)? {
+                return Ok(row);
+            }
+        }
+        self.execute(&bound, None)
     }
 
     fn begin(&mut self) -> Result<(), DbError> {
@@ -251,6 +272,23 @@ unsafe fn bind_blob_static(
         )
     };
     match rc {
+        ffi::SQLITE_OK => Ok(()),
+        rc => Err(rusqlite::Error::SqliteFailure(ffi::Error::new(rc), None)),
+    }
+}
+
+/// Binds a zero-filled BLOB of `len` bytes, which SQLite does not allocate as such.
+///
+/// # Safety
+/// `stmt` must be valid.
+unsafe fn bind_zeroblob(
+    stmt: *mut ffi::sqlite3_stmt,
+    index: usize,
+    len: usize,
+) -> rusqlite::Result<()> {
+    let index = std::os::raw::c_int::try_from(index).unwrap_or(std::os::raw::c_int::MAX);
+    // SAFETY: as the caller promises.
+    match unsafe { ffi::sqlite3_bind_zeroblob64(stmt, index, len as u64) } {
         ffi::SQLITE_OK => Ok(()),
         rc => Err(rusqlite::Error::SqliteFailure(ffi::Error::new(rc), None)),
     }

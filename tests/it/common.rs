@@ -288,7 +288,6 @@ impl Run {
 
     /// Runs under GNU time, asserts the exit status, and returns virt_mail's peak RSS in
     /// KiB.
-    #[cfg_attr(not(feature = "odbc"), allow(dead_code))]
     pub fn peak_rss_kb(&self, status: i32) -> i64 {
         let report = tempfile::NamedTempFile::new().unwrap();
         let out = self.feed(measured(&self.command(), report.path()));

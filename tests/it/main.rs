@@ -24,4 +24,5 @@ mod reliability;
 mod robustness;
 mod scenarios;
 mod stores;
+mod streaming;
 mod syslog;
