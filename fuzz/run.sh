@@ -14,7 +14,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-all=(ini sql_template envelope fallback headers dsn_mask virtuoso_wire)
+all=(ini sql_template envelope fallback headers dsn_mask virtuoso_wire sqlite_insert)
 if [[ ${1:-} == --replay ]]; then
   # Every committed corpus entry and regression input through every target: no panic.
   cargo +nightly fuzz build -O >/dev/null
