@@ -19,7 +19,10 @@ CREATE TABLE IF NOT EXISTS message (
     folder      TEXT NOT NULL,
     sender      TEXT NOT NULL,                -- envelope sender, '' for bounces
     received    TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
-    body        BLOB NOT NULL                 -- the message, byte for byte
+    body        BLOB NOT NULL                 -- the message, byte for byte; keep it the
+                                              -- last column, with no trigger or CHECK
+                                              -- reading it: then a large message is written
+                                              -- without a second copy in memory
 );
 
 CREATE INDEX IF NOT EXISTS message_mailbox ON message (mailbox_id, folder);
