@@ -222,8 +222,12 @@ fn read_message(args: &Args, config: &Config) -> Result<Message, Error> {
     let header = message::header_lines(args.mailer, config.unix_from_line, |name: &str| {
         std::env::var_os(name)
     })?;
+    // Every SQL backend takes a large message a piece at a time, so it never needs to be in
+    // memory whole: Virtuoso, ODBC and MariaDB send it in pieces, virt_mail writes
+    // PostgreSQL's statement onto its socket in pieces, and SQLite writes it into its row in
+    // pieces (`backend::sqlite`). A Maildir delivery copies it from memory.
     let keep = match &config.deliver {
-        Delivery::Sql(_) if backend::Target::of(&config.dsn).streams_values() => Keep::Spool,
+        Delivery::Sql(_) => Keep::Spool,
         _ => Keep::Memory,
     };
     let message = message::read(

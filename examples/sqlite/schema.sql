@@ -22,7 +22,7 @@ CREATE TABLE IF NOT EXISTS message (
     body        BLOB NOT NULL                 -- the message, byte for byte; keep it the
                                               -- last column, with no trigger or CHECK
                                               -- reading it: then a large message is written
-                                              -- without a second copy in memory
+                                              -- in pieces and memory stays flat
 );
 
 CREATE INDEX IF NOT EXISTS message_mailbox ON message (mailbox_id, folder);

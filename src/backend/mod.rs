@@ -97,19 +97,6 @@ impl<'a> Target<'a> {
             Target::Odbc
         }
     }
-
-    /// Whether the backend takes a large value a piece at a time, so that a spooled message
-    /// never needs to be in memory whole: Virtuoso, ODBC and MariaDB send it to the database
-    /// in pieces (a MySQL server, which the greeting tells, gets a copy as before);
-    /// PostgreSQL copies it into the driver's Bind message in pieces, one copy fewer.
-    /// SQLite needs the message in memory, for the statements it runs as written; where it
-    /// writes a large one after its row (`sqlite::stream`), it does so from that memory.
-    pub fn streams_values(&self) -> bool {
-        matches!(
-            self,
-            Target::Virtuoso | Target::Odbc | Target::Mysql | Target::Postgres
-        )
-    }
 }
 
 /// Opens the database named by `dsn`.

@@ -224,7 +224,6 @@ impl Run {
     }
 
     /// Standard input is this regular file instead of a pipe.
-    #[cfg_attr(not(feature = "odbc"), allow(dead_code))]
     pub fn stdin_file(&mut self, path: &Path) -> &mut Run {
         self.stdin_file = Some(path.to_path_buf());
         self
