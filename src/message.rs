@@ -303,9 +303,12 @@ impl Sink {
         debug!("spool: {error}; the message stays in memory");
         self.spool_at = None;
         if let Some(writer) = self.spool.take() {
+            // A message the spool could not map (a ulimit on address space) may not fit on
+            // the heap either: that defers, like any message too large for memory.
+            let spooled = usize::try_from(writer.written()).unwrap_or(usize::MAX);
             let mut bytes = Vec::new();
+            room(&mut bytes, spooled.saturating_add(self.bytes.len()))?;
             writer.read_back(&mut bytes).map_err(Error::Spool)?;
-            room(&mut bytes, self.bytes.len())?;
             bytes.append(&mut self.bytes);
             self.bytes = bytes;
         }

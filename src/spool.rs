@@ -79,12 +79,13 @@ impl Writer {
     }
 
     /// Bytes written so far.
-    #[cfg(test)]
     pub fn written(&self) -> u64 {
         self.len
     }
 
-    /// Everything written, read back onto the heap (when the spool fails half-way).
+    /// Everything written, read back onto the heap (when the spool fails half-way); the
+    /// caller makes room for it first (`written`), so that a failed allocation is an error,
+    /// not an abort.
     pub fn read_back(&self, into: &mut Vec<u8>) -> io::Result<()> {
         let start = into.len();
         into.resize(start + self.len as usize, 0);
