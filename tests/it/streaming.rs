@@ -239,3 +239,33 @@ fn a_refused_streamed_row_fails_as_the_statement_would() {
         assert_eq!(statuses[0], statuses[1], "{refusal}");
     }
 }
+
+/// SQLite rolls a whole transaction back on some errors (a full disk, an I/O error), and the
+/// savepoint of a streamed row with it: the delivery must still defer, not bounce.
+#[test]
+fn a_full_disk_while_streaming_defers_and_stores_nothing() {
+    let s = Setup::standard("");
+    // Files may grow to 1 MiB (SIGXFSZ ignored, so a write past it fails with EFBIG).
+    let limited = [
+        "bash",
+        "-c",
+        "trap '' XFSZ; ulimit -f 1024 && exec \"$@\"",
+        "bash",
+    ];
+    for mailer in ["sendmail", "qmail"] {
+        let mut run = s.run();
+        run.mailer(mailer)
+            .args(["-l", "alice"])
+            .stdin(large_message());
+        let out = run.wrapped_output(&limited);
+        run.check(&out, status_for(mailer, 75));
+        assert_eq!(s.count(), 0, "{mailer}");
+    }
+    // Without the limit the same message is stored, once.
+    s.run()
+        .args(["-l", "alice"])
+        .stdin(large_message())
+        .expect(0);
+    assert_eq!(s.count(), 1);
+    assert!(s.mails()[0].body == large_message());
+}

@@ -20,7 +20,7 @@ use rusqlite::hooks::Action;
 use super::insert::{self, Target};
 use super::{Sqlite, error};
 use crate::backend::Row;
-use crate::error::{DbError, DbStep};
+use crate::error::{DbError, DbStep, Retry};
 use crate::macros::Bound;
 use crate::spool::{self, PIECE};
 
@@ -44,8 +44,8 @@ struct Slot {
 }
 
 /// Runs `bound` with its message written after the row. `Ok(Some(row))`: delivered so;
-/// `Ok(None)`: not attempted or undone, run the statement as written; `Err`: the savepoint
-/// itself failed, and the transaction is in doubt.
+/// `Ok(None)`: not attempted or undone, run the statement as written; `Err`: the error that
+/// made SQLite roll the whole transaction back, or a failed savepoint.
 pub fn deliver(
     db: &mut Sqlite,
     bound: &Bound<'_>,
@@ -88,13 +88,40 @@ pub fn deliver(
             );
             Ok(Some(row))
         }
-        Err(why) => {
-            crate::debug!("sqlite: message stored with its row ({why})");
+        Err(undo) => {
+            crate::debug!("sqlite: message stored with its row ({})", undo.why);
+            if db.conn.is_autocommit() {
+                // SQLite rolled the whole transaction back (a full disk, an I/O error, no
+                // memory) and the savepoint with it: that error is the delivery's.
+                return Err(undo
+                    .error
+                    .unwrap_or_else(|| DbError::new(DbStep::Execute, Retry::Transient, undo.why)));
+            }
             savepoint(
                 &db.conn,
                 "ROLLBACK TO virt_mail_blob; RELEASE virt_mail_blob",
             )?;
             Ok(None)
+        }
+    }
+}
+
+/// Why a streamed row is undone, with the database's error if it was one.
+struct Undo {
+    why: String,
+    error: Option<DbError>,
+}
+
+impl Undo {
+    fn because(why: String) -> Undo {
+        Undo { why, error: None }
+    }
+
+    fn of(context: &str, e: rusqlite::Error) -> Undo {
+        let error = error(DbStep::Execute, e, context);
+        Undo {
+            why: error.to_string(),
+            error: Some(error),
         }
     }
 }
@@ -179,7 +206,7 @@ fn write(
     index: usize,
     slot: &Slot,
     message: &[u8],
-) -> Result<Option<Row>, String> {
+) -> Result<Option<Row>, Undo> {
     type Seen = (usize, Option<(Action, String, String, i64)>);
     let seen: Arc<Mutex<Seen>> = Arc::default();
     let hook = Arc::clone(&seen);
@@ -191,21 +218,33 @@ fn write(
             }
         },
     ));
-    let row = watch.map_err(|e| e.to_string()).and_then(|()| {
-        db.execute(bound, Some(index))
-            .map_err(|e| format!("zero-filled row refused: {e}"))
-    });
+    let row = watch
+        .map_err(|e| Undo::of("update hook: ", e))
+        .and_then(|()| {
+            db.execute(bound, Some(index)).map_err(|e| Undo {
+                why: format!("zero-filled row refused: {e}"),
+                error: Some(e),
+            })
+        });
     db.conn
         .update_hook(None::<fn(Action, &str, &str, i64)>)
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| Undo::of("update hook: ", e))?;
     let row = row?;
-    let rowid = match seen.lock().map_err(|e| e.to_string())?.clone() {
+    let seen = seen
+        .lock()
+        .map_err(|e| Undo::because(e.to_string()))?
+        .clone();
+    let rowid = match seen {
         (1, Some((Action::SQLITE_INSERT, database, table, rowid)))
             if database == "main" && table.eq_ignore_ascii_case(&slot.table) =>
         {
             rowid
         }
-        (n, _) => return Err(format!("{n} row changes instead of one insert")),
+        (n, _) => {
+            return Err(Undo::because(format!(
+                "{n} row changes instead of one insert"
+            )));
+        }
     };
     let mut blob = db
         .conn
@@ -216,22 +255,22 @@ fn write(
             rowid,
             false,
         )
-        .map_err(|e| format!("BLOB handle: {e}"))?;
+        .map_err(|e| Undo::of("BLOB handle: ", e))?;
     if blob.len() != message.len() {
-        return Err(format!(
-            "{} bytes stored, not {}",
-            blob.len(),
+        let stored = blob.len();
+        return Err(Undo::because(format!(
+            "{stored} bytes stored, not {}",
             message.len()
-        ));
+        )));
     }
     // In pieces, each dropped from memory once written when the message is spooled: SQLite
     // keeps the pages in its own small cache, or in the WAL past it.
     for (i, piece) in message.chunks(PIECE).enumerate() {
         blob.write_at(piece, i * PIECE)
-            .map_err(|e| format!("BLOB write: {e}"))?;
+            .map_err(|e| Undo::of("BLOB write: ", e))?;
         spool::release(piece);
     }
-    blob.close().map_err(|e| format!("BLOB write: {e}"))?;
+    blob.close().map_err(|e| Undo::of("BLOB write: ", e))?;
     Ok(row)
 }
 
