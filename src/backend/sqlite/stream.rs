@@ -10,7 +10,8 @@
 //! `slot` the table (no trigger, CHECK, generated column or partial index; the message's
 //! column last), and the update hook that exactly that one row was inserted. Otherwise, or
 //! on any failure on the way, the transaction goes back to a savepoint and the statement
-//! runs as written.
+//! runs as written; unless SQLite rolled the whole transaction back (a full disk, an I/O
+//! error), and then that error is the delivery's.
 
 use std::sync::{Arc, Mutex};
 
