@@ -192,6 +192,21 @@ enum Quote {
     Double,
 }
 
+impl Quote {
+    /// sh's quoting rules for one character read in this state: the state after it, and
+    /// whether it is a backslash that makes the next character literal (outside `'…'`).
+    /// The script rewrite and the script check both read scripts by these rules alone.
+    fn after(self, c: char) -> (Quote, bool) {
+        match (self, c) {
+            (Quote::Single, '\'') | (Quote::Double, '"') => (Quote::None, false),
+            (Quote::None, '\'') => (Quote::Single, false),
+            (Quote::None, '"') => (Quote::Double, false),
+            (Quote::None | Quote::Double, '\\') => (self, true),
+            _ => (self, false),
+        }
+    }
+}
+
 /// The shell-safe rewrite: `$name` → `"${VIRT_MAIL_NAME}"`, closing and reopening any quote
 /// the macro sits in, and the value goes into the environment.
 fn rewrite_script(script: &str, macros: &Macros<'_>, env: &mut Vec<(String, OsString)>) -> String {
@@ -208,18 +223,7 @@ fn rewrite_script(script: &str, macros: &Macros<'_>, env: &mut Vec<(String, OsSt
                         escaped = false;
                         continue;
                     }
-                    quote = match (quote, c) {
-                        (Quote::Single, '\'') => Quote::None,
-                        (Quote::Single, _) => Quote::Single,
-                        (q, '\\') => {
-                            escaped = true;
-                            q
-                        }
-                        (Quote::None, '\'') => Quote::Single,
-                        (Quote::None, '"') => Quote::Double,
-                        (Quote::Double, '"') => Quote::None,
-                        (q, _) => q,
-                    };
+                    (quote, escaped) = quote.after(c);
                 }
             }
             Token::Macro { name, raw } => {

@@ -436,11 +436,10 @@ fn script_commands(script: &str) -> Vec<Vec<(String, Vec<&str>)>> {
                         word.get_or_insert_default().0.push(c);
                         continue;
                     }
+                    let (next, escape) = quote.after(c);
                     match (quote, c) {
-                        (Quote::Single, '\'') | (Quote::Double, '"') => quote = Quote::None,
-                        (Quote::None, '\'') => quote = Quote::Single,
-                        (Quote::None, '"') => quote = Quote::Double,
-                        (Quote::None | Quote::Double, '\\') => escaped = true,
+                        // A quote that opens or closes, or an escaping backslash: syntax.
+                        _ if next != quote || escape => (quote, escaped) = (next, escape),
                         (Quote::None, ' ' | '\t') => command.extend(word.take()),
                         (Quote::None, '\n' | ';' | '&' | '|' | '(' | ')' | '`') => {
                             command.extend(word.take());
