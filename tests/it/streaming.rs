@@ -221,6 +221,18 @@ fn a_refused_streamed_row_fails_as_the_statement_would() {
             "INSERT INTO mail (recipient, folder, sender, body) VALUES ($1, $2, '$sender', $message)",
             "CHECK constraint failed",
         ),
+        // Foreign keys are on (the bundled SQLite's default); a deferred one is checked at
+        // COMMIT, after the message has replaced the zeros.
+        (
+            &foreign_key_schema(""),
+            "INSERT INTO mail (recipient, folder, sender, body) VALUES ($1, $2, '$sender', $message)",
+            "FOREIGN KEY constraint failed",
+        ),
+        (
+            &foreign_key_schema("DEFERRABLE INITIALLY DEFERRED"),
+            "INSERT INTO mail (recipient, folder, sender, body) VALUES ($1, $2, '$sender', $message)",
+            "FOREIGN KEY constraint failed",
+        ),
     ];
     for (schema, deliver, refusal) in cases {
         let mut statuses = Vec::new();
@@ -237,6 +249,39 @@ fn a_refused_streamed_row_fails_as_the_statement_would() {
             );
         }
         assert_eq!(statuses[0], statuses[1], "{refusal}");
+    }
+}
+
+/// The mail table with its message column a foreign key into `known`, `deferral` its timing.
+fn foreign_key_schema(deferral: &str) -> String {
+    format!(
+        "DROP TABLE mail;
+         CREATE TABLE known (body BLOB PRIMARY KEY);
+         CREATE TABLE mail (id INTEGER PRIMARY KEY, recipient TEXT, folder TEXT, sender TEXT,
+             body BLOB REFERENCES known (body) {deferral});"
+    )
+}
+
+/// A foreign key on the message's column is checked against the message, not the zeros:
+/// SQLite gives no BLOB handle on such a column, so the row is stored as written.
+#[test]
+fn a_foreign_key_on_the_message_is_checked_against_the_message() {
+    let body = large_message();
+    for deferral in ["", "DEFERRABLE INITIALLY DEFERRED"] {
+        let s = Setup::new(
+            "Verify = SELECT name, folder FROM users WHERE name = '$local'\n\
+             Deliver = INSERT INTO mail (recipient, folder, sender, body) \
+             VALUES ($1, $2, '$sender', $message)",
+            BOUNCE,
+        );
+        sql(&s, &foreign_key_schema(deferral));
+        rusqlite::Connection::open(&s.db)
+            .unwrap()
+            .execute("INSERT INTO known VALUES (?1)", [&body])
+            .unwrap();
+        s.run().args(["-l", "alice"]).stdin(body.clone()).expect(0);
+        assert!(s.mails().pop().unwrap().body == body, "{deferral}");
+        assert_eq!(query::<i64>(&s, "SELECT count(*) FROM mail"), 1);
     }
 }
 
