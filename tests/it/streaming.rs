@@ -260,6 +260,25 @@ fn a_refused_streamed_row_fails_as_the_statement_would() {
     }
 }
 
+/// A TEMP trigger lives in the connection, not in the database's schema: one made by an
+/// earlier statement (here the Duplicate query, which may be any SQL) fires on the insert.
+#[test]
+fn a_temp_trigger_made_before_deliver_sees_the_message() {
+    let s = Setup::new(
+        "Verify = SELECT name, folder FROM users WHERE name = '$local'\n\
+         Duplicate = CREATE TEMP TRIGGER file AFTER INSERT ON main.mail \
+         WHEN instr(NEW.body, 'urgent') > 0 \
+         BEGIN UPDATE mail SET folder = 'Urgent' WHERE id = NEW.id; END\n\
+         Deliver = INSERT INTO mail (recipient, folder, sender, body) \
+         VALUES ($1, $2, '$sender', $message)",
+        BOUNCE,
+    );
+    let body = large_message();
+    s.run().args(["-l", "alice"]).stdin(body.clone()).expect(0);
+    assert!(s.mails().pop().unwrap().body == body);
+    assert_eq!(query::<String>(&s, "SELECT folder FROM mail"), "Urgent");
+}
+
 /// The mail table with its message column a foreign key into `known`, `deferral` its timing.
 fn foreign_key_schema(deferral: &str) -> String {
     format!(

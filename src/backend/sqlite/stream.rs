@@ -16,8 +16,8 @@
 
 use std::sync::{Arc, Mutex};
 
-use rusqlite::Connection;
 use rusqlite::hooks::Action;
+use rusqlite::{Connection, OptionalExtension};
 
 use super::insert::{self, Target};
 use super::{Sqlite, error};
@@ -180,6 +180,19 @@ fn slot(conn: &Connection, target: &Target) -> rusqlite::Result<Result<Slot, Str
     let Some(table) = table else {
         return Ok(Err(format!("no table {}", target.table)));
     };
+    // A TEMP trigger, made on this connection by an earlier statement (a Duplicate or Quota
+    // query may be any SQL), fires on a main table too.
+    let temp: Option<String> = conn
+        .query_row(
+            "SELECT name FROM temp.sqlite_schema WHERE type = 'trigger' \
+             AND tbl_name = ?1 COLLATE NOCASE",
+            [&table],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if let Some(name) = temp {
+        return Ok(Err(format!("trigger {name}")));
+    }
     let columns: Vec<String> = conn
         .prepare("SELECT name FROM pragma_table_xinfo(?1, 'main') ORDER BY cid")?
         .query_map([&table], |r| r.get(0))?
@@ -343,6 +356,12 @@ mod tests {
         // Not the last column: the zeros would be built into the row after all.
         let conn = schema("CREATE TABLE m (body BLOB, id INTEGER);");
         assert!(slot_of(&conn, &target("m", None, 0)).is_err());
+        // A TEMP trigger on a main table.
+        let conn = schema(&format!(
+            "{base}CREATE TEMP TRIGGER t AFTER INSERT ON main.m BEGIN SELECT 1; END;"
+        ));
+        let why_not = slot_of(&conn, &target("m", Some("body"), 1)).unwrap_err();
+        assert!(why_not.contains("trigger t"), "{why_not}");
         // A view, or no such table.
         let conn = schema("CREATE TABLE t (a, body); CREATE VIEW m AS SELECT * FROM t;");
         assert!(slot_of(&conn, &target("m", Some("body"), 1)).is_err());
