@@ -86,6 +86,42 @@ fn the_streamed_row_is_one_row_with_the_exact_message() {
     assert_eq!(query::<String>(&s, "SELECT typeof(body) FROM mail"), "blob");
 }
 
+/// Parallel deliveries of large messages wait for each other's write lock and checkpoint,
+/// and each stores its own message, once.
+#[test]
+fn parallel_streamed_deliveries_each_store_their_own_message_once() {
+    let s = Setup::standard("");
+    let (pipes, each) = (4, 3);
+    let body = |i: usize| {
+        let mut body = format!("Subject: parallel {i}\n\n").into_bytes();
+        body.extend(pseudo_random(LARGE + i * 4099));
+        body
+    };
+    std::thread::scope(|scope| {
+        for pipe in 0..pipes {
+            let s = &s;
+            scope.spawn(move || {
+                for i in (pipe..pipes * each).step_by(pipes) {
+                    s.run()
+                        .args(["-l", "alice", "-s", &format!("p{i}@example.org")])
+                        .stdin(body(i))
+                        .expect(0);
+                }
+            });
+        }
+    });
+    let mails = s.mails();
+    assert_eq!(mails.len(), pipes * each);
+    for m in &mails {
+        let sender = m.sender.as_deref().unwrap_or_default();
+        let i: usize = sender[1..sender.find('@').unwrap()].parse().unwrap();
+        assert!(m.body == body(i), "{sender}: body differs");
+    }
+    let senders: std::collections::BTreeSet<_> = mails.iter().map(|m| &m.sender).collect();
+    assert_eq!(senders.len(), pipes * each, "a message stored twice");
+    assert_eq!(query::<String>(&s, "PRAGMA integrity_check"), "ok");
+}
+
 /// Each case: extra schema, a Deliver (or the standard one), and a query whose answer,
 /// computed by SQLite when the row was inserted, must be the one the real message gives.
 #[test]
