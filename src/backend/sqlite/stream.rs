@@ -7,12 +7,12 @@
 //!
 //! Only where the zeros cannot change what is stored or decided while the row is inserted:
 //! `insert::target` checks the statement (the message a plain value of a one-row `INSERT`),
-//! `slot` the table (no trigger, CHECK, generated column or partial index; the message's
-//! column last), and the update hook that exactly that one row was inserted. SQLite itself
-//! gives no BLOB handle on an indexed column or a foreign key (foreign keys are on in the
-//! bundled SQLite). Otherwise, or on any failure on the way, the transaction goes back to a
-//! savepoint and the statement runs as written; unless SQLite rolled the whole transaction back (a full disk, an I/O
-//! error), and then that error is the delivery's.
+//! `slot` the table (no trigger, a TEMP one included, no CHECK, generated column or partial
+//! index; the message's column last), and the update hook that exactly that one row was
+//! inserted. SQLite itself gives no BLOB handle on an indexed column or a foreign key (they
+//! are enforced: `SETTINGS`). Otherwise, or on any failure on the way, the transaction goes
+//! back to a savepoint and the statement runs as written; unless SQLite rolled the whole
+//! transaction back (a full disk, an I/O error), and then that error is the delivery's.
 
 use std::sync::{Arc, Mutex};
 
