@@ -2840,7 +2840,7 @@ fn cutting_relay(target: u16, cut: Cut) -> u16 {
 
 /// The connection dies between the Deliver statement and its COMMIT (the relay cuts it):
 /// the mail is deferred and nothing is stored, and the MTA's retry stores it once. Before
-/// the fix in `odbc.rs`, psqlODBC answered the COMMIT with success without sending it —
+/// the fix in `backend/odbc/mod.rs`, psqlODBC answered the COMMIT with success without sending it —
 /// exit 0, no row: a lost message.
 fn cut_at_commit(
     name: &'static str,
