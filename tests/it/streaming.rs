@@ -265,8 +265,8 @@ fn a_refused_streamed_row_fails_as_the_statement_would() {
             "INSERT INTO mail (recipient, folder, sender, body) VALUES ($1, $2, '$sender', $message)",
             "CHECK constraint failed",
         ),
-        // Foreign keys are on (the bundled SQLite's default); a deferred one is checked at
-        // COMMIT, after the message has replaced the zeros.
+        // Foreign keys are on (`PRAGMA foreign_keys` in the backend's settings): an immediate
+        // one refuses the row, a deferred one the COMMIT.
         (
             &foreign_key_schema(""),
             "INSERT INTO mail (recipient, folder, sender, body) VALUES ($1, $2, '$sender', $message)",
