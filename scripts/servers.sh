@@ -44,8 +44,9 @@ APT_PACKAGES=(
   unixodbc unixodbc-dev odbcinst libsqliteodbc odbc-postgresql odbc-mariadb sqlite3
   # not servers, but installed the same way (no service started): Dovecot's doveadm reads
   # what the Maildir tests deliver; GNU time gives the benchmark its RSS column; musl-gcc
-  # builds SQLite for the musl build that scripts/build-release.sh makes
-  dovecot-core time musl-tools
+  # builds SQLite for the musl build that scripts/build-release.sh makes; strace shows
+  # the WAL directory test (tests/it/durability.rs) what SQLite asks the kernel
+  dovecot-core time musl-tools strace
 )
 
 # ---------------------------------------------------------------- helpers ---

@@ -10,7 +10,8 @@
 //! does not hold a second copy of it.
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use rusqlite::config::DbConfig;
@@ -22,6 +23,7 @@ use crate::config::Statement;
 use crate::error::{DbError, DbStep, Retry};
 use crate::macros::{Bound, Macros, Placeholder, Value};
 
+mod dirsync;
 pub mod insert;
 mod stream;
 
@@ -47,14 +49,20 @@ const CHECKPOINT_WAIT: Duration = Duration::from_millis(200);
 pub struct Sqlite {
     conn: Connection,
     limits: Limits,
+    /// The WAL's path, as SQLite names it.
     wal: String,
+    /// Set when a commit of this connection wrote (and so synced) the main database's WAL.
+    wal_synced: Arc<AtomicBool>,
 }
 
 impl Sqlite {
     pub fn open(path: &str, limits: Limits) -> Result<Sqlite, DbError> {
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let mut conn = Connection::open_with_flags(path, flags)
-            .map_err(|e| error(DbStep::Connect, e, &format!("{path}: ")))?;
+        let opened = match dirsync::vfs() {
+            Some(vfs) => Connection::open_with_flags_and_vfs(path, flags, vfs),
+            None => Connection::open_with_flags(path, flags),
+        };
+        let mut conn = opened.map_err(|e| error(DbStep::Connect, e, &format!("{path}: ")))?;
         set_busy_wait(&mut conn, limits.statement)
             .map_err(|e| error(DbStep::Connect, e, &format!("{path}: ")))?;
         let setup = || -> rusqlite::Result<()> {
@@ -84,10 +92,24 @@ impl Sqlite {
                 Err(e) => return Err(error(DbStep::Connect, e, &format!("{path}: "))),
             }
         }
+        // After the settings: `wal_autocheckpoint` replaces the connection's WAL hook.
+        let wal_synced = Arc::new(AtomicBool::new(false));
+        let synced = Arc::clone(&wal_synced);
+        conn.wal_hook(Some(move |wal: &mut rusqlite::hooks::Wal, _frames| {
+            if wal.name() == c"main" {
+                synced.store(true, Ordering::Relaxed);
+            }
+            Ok(())
+        }))
+        .map_err(|e| error(DbStep::Connect, e, &format!("{path}: ")))?;
+        // SQLite's own full path, from which it names the WAL.
+        let wal = format!("{}-wal", conn.path().unwrap_or(path));
+        crate::debug!("sqlite: {}", dirsync::describe(&wal));
         Ok(Sqlite {
             conn,
             limits,
-            wal: format!("{path}-wal"),
+            wal,
+            wal_synced,
         })
     }
 
@@ -166,6 +188,9 @@ impl Backend for Sqlite {
     }
 
     fn after_commit(&mut self) {
+        if self.wal_synced.load(Ordering::Relaxed) {
+            dirsync::remember(&self.wal);
+        }
         let size = std::fs::metadata(&self.wal).map_or(0, |m| m.len());
         if size < WAL_LIMIT {
             return;

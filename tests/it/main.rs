@@ -8,6 +8,7 @@ mod common;
 mod configuration;
 mod delivery;
 mod docs;
+mod durability;
 mod fallback;
 mod faults;
 mod hostile;
