@@ -2,9 +2,11 @@
 //!
 //! The modules follow a delivery's data path: command line (`args`) → configuration
 //! (`ini`, `config`) → envelope → message → macros → backend (Verify, Deliver) → fallback →
-//! exit code. `app` strings them together; `main.rs` only parses, runs and exits.
+//! exit code. `app` strings them together; `main.rs` only parses, runs and exits, with
+//! `arena` as the process's allocator.
 
 pub mod app;
+pub mod arena;
 pub mod args;
 pub mod backend;
 pub mod check;

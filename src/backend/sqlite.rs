@@ -25,6 +25,7 @@ use crate::macros::{Bound, Macros, Placeholder, Value};
 
 mod dirsync;
 pub mod insert;
+mod memory;
 mod stream;
 
 /// Progress-handler granularity, in VM instructions (cheap: a clock read per call).
@@ -58,6 +59,7 @@ pub struct Sqlite {
 impl Sqlite {
     pub fn open(path: &str, limits: Limits) -> Result<Sqlite, DbError> {
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        memory::install();
         let opened = match dirsync::vfs() {
             Some(vfs) => Connection::open_with_flags_and_vfs(path, flags, vfs),
             None => Connection::open_with_flags(path, flags),

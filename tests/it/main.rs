@@ -13,6 +13,7 @@ mod fallback;
 mod faults;
 mod hostile;
 mod maildir;
+mod memory;
 #[cfg(feature = "mysql")]
 mod mysql;
 #[cfg(feature = "odbc")]
