@@ -136,17 +136,19 @@ fn error(line: usize, reason: &str) -> SyntaxError {
 
 /// Cuts a trailing `; comment` that follows white space outside quotes.
 fn strip_comment(value: &str) -> &str {
-    let mut quote: Option<char> = None;
+    // Bytes, not chars: every character that matters is ASCII, and no byte of a multi-byte
+    // character equals one.
+    let mut quote: Option<u8> = None;
     let mut previous_blank = true;
-    for (i, c) in value.char_indices() {
+    for (i, b) in value.bytes().enumerate() {
         match quote {
-            Some(q) if c == q => quote = None,
+            Some(q) if b == q => quote = None,
             Some(_) => {}
-            None if c == '\'' || c == '"' => quote = Some(c),
-            None if c == ';' && previous_blank => return &value[..i],
+            None if b == b'\'' || b == b'"' => quote = Some(b),
+            None if b == b';' && previous_blank => return &value[..i],
             None => {}
         }
-        previous_blank = c == ' ' || c == '\t';
+        previous_blank = b == b' ' || b == b'\t';
     }
     value
 }
