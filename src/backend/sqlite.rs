@@ -10,6 +10,7 @@
 //! does not hold a second copy of it.
 
 use std::cell::Cell;
+use std::ffi::c_int;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -27,14 +28,19 @@ mod dirsync;
 pub mod insert;
 mod memory;
 mod stream;
+mod vfs;
+mod wal_reuse;
 
 /// Progress-handler granularity, in VM instructions (cheap: a clock read per call).
 const PROGRESS_OPS: i32 = 10_000;
 
-/// WAL size past which a delivery checkpoints and truncates it after committing. Every new
-/// process rebuilds the WAL index by reading the whole WAL, so it must stay small; each
-/// checkpoint costs a database fsync, so not too small (measured: 64–256 KiB is flat).
+/// WAL content past which a delivery checkpoints it after committing, and the WAL starts
+/// again from its beginning (`wal_reuse`). Every new process rebuilds the WAL index by
+/// reading the WAL's frames, so it must stay small; each checkpoint costs a database fsync,
+/// so not too small (measured: 64–256 KiB is flat).
 const WAL_LIMIT: u64 = 256 * 1024;
+/// A WAL frame's header, before each page.
+const FRAME_HEADER: u64 = 24;
 /// The connection's own settings (no I/O): commits durable before we report delivery; no
 /// automatic checkpoint (see `open`); and a 256 KiB page cache: one delivery touches a few
 /// pages of each index and then the message's overflow pages, each once, so SQLite's default
@@ -52,22 +58,26 @@ pub struct Sqlite {
     limits: Limits,
     /// The WAL's path, as SQLite names it.
     wal: String,
+    /// The database's page size, for the WAL's size in bytes.
+    page_size: u64,
     /// Set when a commit of this connection wrote (and so synced) the main database's WAL.
     wal_synced: Arc<AtomicBool>,
+    /// The frames in the main database's WAL after this connection's last commit.
+    wal_frames: Arc<AtomicU64>,
 }
 
 impl Sqlite {
     pub fn open(path: &str, limits: Limits) -> Result<Sqlite, DbError> {
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         memory::install();
-        let opened = match dirsync::vfs() {
+        let opened = match vfs::name() {
             Some(vfs) => Connection::open_with_flags_and_vfs(path, flags, vfs),
             None => Connection::open_with_flags(path, flags),
         };
         let mut conn = opened.map_err(|e| error(DbStep::Connect, e, &format!("{path}: ")))?;
         set_busy_wait(&mut conn, limits.statement)
             .map_err(|e| error(DbStep::Connect, e, &format!("{path}: ")))?;
-        let setup = || -> rusqlite::Result<()> {
+        let setup = || -> rusqlite::Result<u64> {
             // One process per message: the default checkpoint on close (and the automatic
             // one after commits) would cost a second fsync per delivery and delete the WAL
             // file each time. Instead the WAL is checkpointed and truncated once it is
@@ -75,31 +85,37 @@ impl Sqlite {
             // to rebuild the WAL index.
             conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)?;
             conn.execute_batch(SETTINGS)?;
-            let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0))?;
+            let (mode, page_size): (String, u32) = conn.query_row(
+                "SELECT journal_mode, page_size FROM pragma_journal_mode, pragma_page_size",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
             if !mode.eq_ignore_ascii_case("wal") {
                 let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
                 crate::debug!("sqlite: journal_mode set to {mode}");
             }
-            Ok(())
+            Ok(u64::from(page_size))
         };
         // Opening while another process switches the journal mode or rebuilds the WAL index
         // can report SQLITE_BUSY without consulting the busy handler: retry until the limit.
         let deadline = Instant::now() + limits.connect;
-        loop {
+        let page_size = loop {
             match setup() {
-                Ok(()) => break,
+                Ok(page_size) => break page_size,
                 Err(e) if busy(&e) && Instant::now() < deadline => {
                     std::thread::sleep(Duration::from_millis(5));
                 }
                 Err(e) => return Err(error(DbStep::Connect, e, &format!("{path}: "))),
             }
-        }
+        };
         // After the settings: `wal_autocheckpoint` replaces the connection's WAL hook.
         let wal_synced = Arc::new(AtomicBool::new(false));
-        let synced = Arc::clone(&wal_synced);
-        conn.wal_hook(Some(move |wal: &mut rusqlite::hooks::Wal, _frames| {
+        let wal_frames = Arc::new(AtomicU64::new(0));
+        let (synced, frames) = (Arc::clone(&wal_synced), Arc::clone(&wal_frames));
+        conn.wal_hook(Some(move |wal: &mut rusqlite::hooks::Wal, n: c_int| {
             if wal.name() == c"main" {
                 synced.store(true, Ordering::Relaxed);
+                frames.store(n.try_into().unwrap_or(0), Ordering::Relaxed);
             }
             Ok(())
         }))
@@ -111,7 +127,9 @@ impl Sqlite {
             conn,
             limits,
             wal,
+            page_size,
             wal_synced,
+            wal_frames,
         })
     }
 
@@ -193,7 +211,9 @@ impl Backend for Sqlite {
         if self.wal_synced.load(Ordering::Relaxed) {
             dirsync::remember(&self.wal);
         }
-        let size = std::fs::metadata(&self.wal).map_or(0, |m| m.len());
+        // The WAL's content, not its file: the file keeps its blocks for reuse (`wal_reuse`).
+        let frames = self.wal_frames.load(Ordering::Relaxed);
+        let size = frames * (self.page_size + FRAME_HEADER);
         if size < WAL_LIMIT {
             return;
         }
@@ -204,7 +224,7 @@ impl Backend for Sqlite {
             conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
         };
         match checkpoint(&mut self.conn) {
-            Ok(()) => crate::debug!("sqlite: checkpointed a {size}-byte WAL"),
+            Ok(()) => crate::debug!("sqlite: checkpointed {frames} frames ({size} bytes) of WAL"),
             Err(e) => crate::debug!("sqlite: checkpoint postponed: {e}"),
         }
     }

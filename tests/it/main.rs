@@ -28,3 +28,4 @@ mod scenarios;
 mod stores;
 mod streaming;
 mod syslog;
+mod wal;

@@ -14,90 +14,18 @@
 //! that kept its attributes (`cp -a`) names another inode, and is not trusted. Where there is
 //! no mark, or the filesystem has no user attributes, SQLite does what it always does.
 //!
-//! The switch is a VFS that is SQLite's default one with `xOpen` wrapped; everything else,
-//! the files it opens included, is the default VFS's own.
+//! The switch is in `vfs::open`, which asks `durable` before it opens a WAL.
 
-use std::ffi::{CStr, CString, OsStr, c_int};
+use std::ffi::{CStr, CString, OsStr};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::sync::OnceLock;
-use std::sync::atomic::{AtomicPtr, Ordering};
 
-use rusqlite::ffi;
-
-/// Our VFS's name, for `Connection::open_with_flags_and_vfs`.
-const NAME: &CStr = c"virt_mail";
 /// The extended attribute: `device:inode` of the WAL file it was set on.
 const ATTRIBUTE: &CStr = c"user.virt_mail.dirsynced";
 
-/// SQLite's default VFS, which ours wraps.
-static BASE: AtomicPtr<ffi::sqlite3_vfs> = AtomicPtr::new(std::ptr::null_mut());
-
-/// Our VFS's name once it is registered (once per process); `None` if SQLite had no
-/// default VFS to wrap, and the connection then uses SQLite's default.
-pub fn vfs() -> Option<&'static CStr> {
-    static REGISTERED: OnceLock<bool> = OnceLock::new();
-    REGISTERED.get_or_init(register).then_some(NAME)
-}
-
-fn register() -> bool {
-    // SAFETY: `sqlite3_vfs_find` initialises SQLite and returns a VFS that is never freed.
-    // Ours is a copy of it, leaked (it must live as long as the process), whose `xOpen`
-    // calls the original with the original as its VFS; every other method gets the same
-    // `pAppData` as before.
-    unsafe {
-        let base = ffi::sqlite3_vfs_find(std::ptr::null());
-        if base.is_null() || (*base).xOpen.is_none() {
-            return false;
-        }
-        BASE.store(base, Ordering::Release);
-        let mut ours = *base;
-        ours.zName = NAME.as_ptr();
-        ours.pNext = std::ptr::null_mut();
-        ours.xOpen = Some(open);
-        ffi::sqlite3_vfs_register(Box::leak(Box::new(ours)), 0) == ffi::SQLITE_OK
-    }
-}
-
-/// `xOpen`: a WAL whose directory entry is known durable is opened without "create" (SQLite
-/// then does not sync the directory); anything else as SQLite asked.
-unsafe extern "C" fn open(
-    _vfs: *mut ffi::sqlite3_vfs,
-    name: ffi::sqlite3_filename,
-    file: *mut ffi::sqlite3_file,
-    flags: c_int,
-    out_flags: *mut c_int,
-) -> c_int {
-    let base = BASE.load(Ordering::Acquire);
-    // SAFETY: `base` was set, and found to have an `xOpen`, before this VFS was registered.
-    let Some(base_open) = (unsafe { (*base).xOpen }) else {
-        return ffi::SQLITE_CANTOPEN;
-    };
-    let wal = flags & ffi::SQLITE_OPEN_WAL != 0 && !name.is_null();
-    // SAFETY: SQLite passes a NUL-terminated path for a WAL.
-    if wal && durable(unsafe { CStr::from_ptr(name) }) {
-        // SAFETY: the arguments are SQLite's own, for the VFS they were meant for.
-        let rc = unsafe {
-            base_open(
-                base,
-                name,
-                file,
-                flags & !ffi::SQLITE_OPEN_CREATE,
-                out_flags,
-            )
-        };
-        if rc == ffi::SQLITE_OK {
-            return rc;
-        }
-        // Gone since we looked: open it as asked (a failed open leaves `file` unused).
-    }
-    // SAFETY: as above.
-    unsafe { base_open(base, name, file, flags, out_flags) }
-}
-
 /// Whether the WAL at `wal` carries our mark, for this very file.
-fn durable(wal: &CStr) -> bool {
+pub fn durable(wal: &CStr) -> bool {
     let Some(identity) = identity(wal) else {
         return false;
     };

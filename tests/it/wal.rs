@@ -1,0 +1,102 @@
+//! SQLite: once its frames pass 256 KiB the WAL is checkpointed, and then reused in place:
+//! its header cleared where SQLite would truncate it, its blocks written over by the next
+//! delivery (`src/backend/sqlite/wal_reuse.rs`).
+
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+
+use crate::common::*;
+
+/// The WAL header's magic number (the low bit: the checksums' byte order).
+const MAGIC: u32 = 0x377f_0682;
+
+fn wal(s: &Setup) -> PathBuf {
+    PathBuf::from(format!("{}-wal", s.db.display()))
+}
+
+fn header(s: &Setup) -> [u8; 32] {
+    let mut header = [0u8; 32];
+    std::io::Read::read_exact(&mut std::fs::File::open(wal(s)).unwrap(), &mut header).unwrap();
+    header
+}
+
+fn valid(header: &[u8; 32]) -> bool {
+    u32::from_be_bytes(header[..4].try_into().unwrap()) & !1 == MAGIC
+}
+
+fn deliver(s: &Setup, body: &[u8]) -> String {
+    let out = s
+        .run()
+        .args(["--debug", "-l", "alice"])
+        .stdin(body.to_vec())
+        .expect(0);
+    text(&out.stderr)
+}
+
+#[test]
+fn a_checkpointed_wal_is_kept_with_its_header_cleared_and_written_over() {
+    let s = Setup::standard("");
+    let large = pseudo_random(300 * 1024);
+    let err = deliver(&s, &large);
+    assert!(err.contains("checkpointed"), "{err}");
+    assert!(err.contains("WAL kept for reuse"), "{err}");
+    let kept = std::fs::metadata(wal(&s)).unwrap();
+    assert!(kept.len() > 300 * 1024, "WAL of {} bytes", kept.len());
+    assert_eq!(header(&s), [0u8; 32], "the header is cleared");
+
+    // The next delivery starts the WAL again from its beginning, in the same file, over the
+    // old frames: a valid header, no new blocks.
+    let small = b"Subject: hi\n\nhello\n";
+    let err = deliver(&s, small);
+    assert!(!err.contains("checkpointed"), "{err}");
+    let reused = std::fs::metadata(wal(&s)).unwrap();
+    assert_eq!((reused.ino(), reused.len()), (kept.ino(), kept.len()));
+    assert!(valid(&header(&s)), "{:?}", header(&s));
+
+    // SQLite's own VFS reads both messages, and nothing of the frames left behind.
+    let conn = rusqlite::Connection::open(&s.db).unwrap();
+    let check: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(check, "ok");
+    drop(conn);
+    let bodies: Vec<Vec<u8>> = s.mails().into_iter().map(|m| m.body).collect();
+    assert!(bodies == [large, small.to_vec()], "bodies differ");
+}
+
+/// The limit is on the WAL's frames, counted with the database's own page size.
+#[test]
+fn the_checkpoint_comes_after_256_kib_of_frames_of_any_page_size() {
+    for page_size in [4096u64, 16384] {
+        let s = Setup::standard("");
+        rusqlite::Connection::open(&s.db)
+            .unwrap()
+            .execute_batch(&format!("PRAGMA page_size = {page_size}; VACUUM;"))
+            .unwrap();
+        let body = pseudo_random(40 * 1024);
+        let mut checkpoints = Vec::new();
+        for i in 0..30 {
+            let err = deliver(&s, &body);
+            if let Some(at) = err.find("checkpointed ") {
+                let words: Vec<&str> = err[at..].split([' ', '(']).collect();
+                let frames: u64 = words[1].parse().unwrap();
+                let bytes: u64 = words[4].parse().unwrap();
+                checkpoints.push((i, frames, bytes));
+            }
+        }
+        assert!(checkpoints.len() >= 2, "{page_size}: {checkpoints:?}");
+        for &(_, frames, bytes) in &checkpoints {
+            assert_eq!(
+                bytes,
+                frames * (page_size + 24),
+                "{page_size}: {checkpoints:?}"
+            );
+            // Past the limit by less than one delivery (40 KiB and a few pages).
+            assert!(
+                (256 * 1024..256 * 1024 + 48 * 1024 + 4 * page_size).contains(&bytes),
+                "{page_size}: {checkpoints:?}"
+            );
+        }
+        assert_eq!(s.count(), 30);
+    }
+}
