@@ -75,8 +75,8 @@ unsafe extern "C" fn open(
         // SAFETY: the arguments are SQLite's own, for the VFS they were meant for.
         return unsafe { base_open(base, name, file, flags, out_flags) };
     }
-    // SAFETY: SQLite passes a NUL-terminated path for a WAL.
     let mut rc = ffi::SQLITE_CANTOPEN;
+    // SAFETY: SQLite passes a NUL-terminated path for a WAL.
     if dirsync::durable(unsafe { CStr::from_ptr(name) }) {
         // SAFETY: as above.
         rc = unsafe {
