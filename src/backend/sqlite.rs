@@ -85,11 +85,8 @@ impl Sqlite {
             // to rebuild the WAL index.
             conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)?;
             conn.execute_batch(SETTINGS)?;
-            let (mode, page_size): (String, u32) = conn.query_row(
-                "SELECT journal_mode, page_size FROM pragma_journal_mode, pragma_page_size",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )?;
+            let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0))?;
+            let page_size: u32 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
             if !mode.eq_ignore_ascii_case("wal") {
                 let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
                 crate::debug!("sqlite: journal_mode set to {mode}");
