@@ -80,9 +80,9 @@ impl Sqlite {
         let setup = || -> rusqlite::Result<u64> {
             // One process per message: the default checkpoint on close (and the automatic
             // one after commits) would cost a second fsync per delivery and delete the WAL
-            // file each time. Instead the WAL is checkpointed and truncated once it is
-            // large (see `after_commit`), which also bounds what each new process must read
-            // to rebuild the WAL index.
+            // file each time. Instead the WAL is checkpointed once it is long, and then
+            // starts again from its beginning (`after_commit`, `wal_reuse`), which also bounds
+            // what each new process must read to rebuild the WAL index.
             conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)?;
             conn.execute_batch(SETTINGS)?;
             let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0))?;
