@@ -64,6 +64,46 @@ fn a_checkpointed_wal_is_kept_with_its_header_cleared_and_written_over() {
     assert!(bodies == [large, small.to_vec()], "bodies differ");
 }
 
+/// Another program's SQLite (the stock VFS, as an administrator's shell or a mail reader
+/// uses) writes into a WAL we left with a cleared header, and deliveries go on after it.
+#[test]
+fn another_program_writes_into_a_cleared_wal() {
+    let s = Setup::standard("");
+    let large = pseudo_random(300 * 1024);
+    deliver(&s, &large);
+    assert_eq!(header(&s), [0u8; 32], "the header is cleared");
+    let conn = rusqlite::Connection::open(&s.db).unwrap();
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
+    conn.execute(
+        "INSERT INTO mail (recipient, body) VALUES ('bob', x'6869')",
+        [],
+    )
+    .unwrap();
+    assert!(valid(&header(&s)), "the other program wrote a new header");
+    drop(conn);
+    let small = b"Subject: after\n\nhello again\n";
+    deliver(&s, small);
+    let conn = rusqlite::Connection::open(&s.db).unwrap();
+    let check: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(check, "ok");
+    drop(conn);
+    let mails = s.mails();
+    let got: Vec<(&str, &[u8])> = mails
+        .iter()
+        .map(|m| (m.recipient.as_str(), m.body.as_slice()))
+        .collect();
+    assert!(
+        got == [("alice", &large[..]), ("bob", b"hi"), ("alice", small)],
+        "{:?}",
+        got.iter().map(|(r, b)| (r, b.len())).collect::<Vec<_>>()
+    );
+}
+
 /// The limit is on the WAL's frames, counted with the database's own page size.
 #[test]
 fn the_checkpoint_comes_after_256_kib_of_frames_of_any_page_size() {
