@@ -27,6 +27,7 @@ use crate::macros::{Bound, Macros, Placeholder, Value};
 mod dirsync;
 pub mod insert;
 mod memory;
+mod shm_reset;
 mod stream;
 mod vfs;
 mod wal_reuse;

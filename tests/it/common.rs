@@ -376,3 +376,20 @@ pub fn prefix(mailer: &str) -> Vec<u8> {
 pub fn mode(path: &Path, mode: u32) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
 }
+
+/// Whether `strace` can be run here; under `CI=true` it must (scripts/servers.sh installs it).
+pub fn strace_available() -> bool {
+    if std::process::Command::new("strace")
+        .arg("-V")
+        .output()
+        .is_ok()
+    {
+        return true;
+    }
+    assert!(
+        !std::env::var("CI").is_ok_and(|v| v == "true"),
+        "strace is needed under CI"
+    );
+    eprintln!("skipping: no strace (apt-get install strace)");
+    false
+}

@@ -5,7 +5,6 @@ use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use crate::common::*;
 
@@ -142,12 +141,7 @@ fn a_copied_wal_is_not_trusted() {
 /// directory; the next opens it without O_CREAT and fsyncs the WAL alone.
 #[test]
 fn strace_shows_one_directory_fsync_per_wal_file() {
-    if Command::new("strace").arg("-V").output().is_err() {
-        assert!(
-            !std::env::var("CI").is_ok_and(|v| v == "true"),
-            "strace is needed under CI"
-        );
-        eprintln!("skipping: no strace (apt-get install strace)");
+    if !strace_available() {
         return;
     }
     let s = Setup::standard("");

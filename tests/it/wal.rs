@@ -140,3 +140,31 @@ fn the_checkpoint_comes_after_256_kib_of_frames_of_any_page_size() {
         assert_eq!(s.count(), 30);
     }
 }
+
+/// A delivery that opens the store alone resets the WAL index by writing zeros over the
+/// `-shm` file, where SQLite would truncate it and grow it again
+/// (`src/backend/sqlite/shm_reset.rs`).
+#[test]
+fn the_wal_index_is_reset_over_its_own_blocks() {
+    if !strace_available() {
+        return;
+    }
+    let s = Setup::standard("");
+    deliver(&s, b"Subject: first\n\nhello\n");
+    let log = s.path("strace");
+    let mut run = s.run();
+    run.args(["-l", "alice"])
+        .stdin("Subject: second\n\nhello\n");
+    let prefix = ["strace", "-f", "-y", "-e", "trace=ftruncate,pwrite64"];
+    let out = run.wrapped_output(&[&prefix[..], &["-o", log.to_str().unwrap()]].concat());
+    run.check(&out, 0);
+    let trace = std::fs::read_to_string(log).unwrap();
+    let shm: Vec<&str> = trace.lines().filter(|l| l.contains("-shm>")).collect();
+    assert!(!shm.iter().any(|l| l.contains("ftruncate(")), "{trace}");
+    assert!(
+        shm.iter()
+            .any(|l| l.contains("pwrite64(") && l.ends_with(", 32768, 0) = 32768")),
+        "{trace}"
+    );
+    assert_eq!(s.count(), 2);
+}

@@ -1,7 +1,8 @@
 //! Our VFS: SQLite's default one with `xOpen` wrapped, for the WAL file alone. A WAL known
 //! to have a durable directory entry is opened without "create" (`dirsync`), and the WAL's
 //! methods are SQLite's own with `xTruncate` replaced (`wal_reuse`). Every other file, and
-//! every other method, is the default VFS's own.
+//! every other method, is the default VFS's own; the one system call replaced in its table
+//! is the `ftruncate` that resets the WAL index (`shm_reset`).
 
 use std::ffi::{CStr, c_int};
 use std::sync::OnceLock;
@@ -9,7 +10,7 @@ use std::sync::atomic::{AtomicPtr, Ordering};
 
 use rusqlite::ffi;
 
-use super::{dirsync, wal_reuse};
+use super::{dirsync, shm_reset, wal_reuse};
 
 /// Our VFS's name, for `Connection::open_with_flags_and_vfs`.
 const NAME: &CStr = c"virt_mail";
@@ -41,7 +42,8 @@ fn register() -> bool {
     // SAFETY: `sqlite3_vfs_find` initialises SQLite and returns a VFS that is never freed.
     // Ours is a copy of it, leaked (it must live as long as the process), whose `xOpen`
     // calls the original with the original as its VFS; every other method gets the same
-    // `pAppData` as before.
+    // `pAppData` as before. The default VFS is SQLite's own, and `register` runs once per
+    // process, as `shm_reset::install` asks.
     unsafe {
         let base = ffi::sqlite3_vfs_find(std::ptr::null());
         if base.is_null() || (*base).xOpen.is_none() {
@@ -52,6 +54,11 @@ fn register() -> bool {
         ours.zName = NAME.as_ptr();
         ours.pNext = std::ptr::null_mut();
         ours.xOpen = Some(open);
+        if !shm_reset::install(base) {
+            crate::debug!(
+                "sqlite: the VFS has no system call table: the WAL index is reset as usual"
+            );
+        }
         ffi::sqlite3_vfs_register(Box::leak(Box::new(ours)), 0) == ffi::SQLITE_OK
     }
 }
