@@ -302,6 +302,24 @@ impl Run {
         self.feed(wrapped(prefix, &self.command()))
     }
 
+    /// Runs under `strace -f -y -e trace=SYSCALLS`, asserts success, and returns the trace
+    /// (written to `log`).
+    pub fn straced(&self, syscalls: &str, log: &Path) -> String {
+        let trace = format!("trace={syscalls}");
+        let prefix = [
+            "strace",
+            "-f",
+            "-y",
+            "-e",
+            &trace,
+            "-o",
+            log.to_str().unwrap(),
+        ];
+        let out = self.wrapped_output(&prefix);
+        self.check(&out, 0);
+        std::fs::read_to_string(log).unwrap()
+    }
+
     /// Runs and asserts the exit status; returns the output for further checks.
     pub fn expect(&self, status: i32) -> Output {
         let out = self.output();

@@ -149,13 +149,9 @@ fn strace_shows_one_directory_fsync_per_wal_file() {
         return;
     }
     let traced = |n: usize| {
-        let log = s.path(&format!("strace{n}"));
         let mut run = s.run();
         run.args(["-l", "alice"]).stdin("Subject: hi\n\nhello\n");
-        let prefix = ["strace", "-f", "-y", "-e", "trace=openat,open,fsync"];
-        let out = run.wrapped_output(&[&prefix[..], &["-o", log.to_str().unwrap()]].concat());
-        run.check(&out, 0);
-        std::fs::read_to_string(log).unwrap()
+        run.straced("openat,open,fsync", &s.path(&format!("strace{n}")))
     };
     let dir = s.dir.path().canonicalize().unwrap();
     let dir_fsync = format!("<{}>)", dir.display());

@@ -24,6 +24,15 @@ fn valid(header: &[u8; 32]) -> bool {
     u32::from_be_bytes(header[..4].try_into().unwrap()) & !1 == MAGIC
 }
 
+/// SQLite's own VFS (a connection of this process) finds the store intact.
+fn assert_integrity(s: &Setup) {
+    let conn = rusqlite::Connection::open(&s.db).unwrap();
+    let check: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(check, "ok");
+}
+
 fn deliver(s: &Setup, body: &[u8]) -> String {
     let out = s
         .run()
@@ -54,12 +63,7 @@ fn a_checkpointed_wal_is_kept_with_its_header_cleared_and_written_over() {
     assert!(valid(&header(&s)), "{:?}", header(&s));
 
     // SQLite's own VFS reads both messages, and nothing of the frames left behind.
-    let conn = rusqlite::Connection::open(&s.db).unwrap();
-    let check: String = conn
-        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(check, "ok");
-    drop(conn);
+    assert_integrity(&s);
     let bodies: Vec<Vec<u8>> = s.mails().into_iter().map(|m| m.body).collect();
     assert!(bodies == [large, small.to_vec()], "bodies differ");
 }
@@ -86,12 +90,7 @@ fn another_program_writes_into_a_cleared_wal() {
     drop(conn);
     let small = b"Subject: after\n\nhello again\n";
     deliver(&s, small);
-    let conn = rusqlite::Connection::open(&s.db).unwrap();
-    let check: String = conn
-        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(check, "ok");
-    drop(conn);
+    assert_integrity(&s);
     let mails = s.mails();
     let got: Vec<(&str, &[u8])> = mails
         .iter()
@@ -151,14 +150,10 @@ fn the_wal_index_is_reset_over_its_own_blocks() {
     }
     let s = Setup::standard("");
     deliver(&s, b"Subject: first\n\nhello\n");
-    let log = s.path("strace");
     let mut run = s.run();
     run.args(["-l", "alice"])
         .stdin("Subject: second\n\nhello\n");
-    let prefix = ["strace", "-f", "-y", "-e", "trace=ftruncate,pwrite64"];
-    let out = run.wrapped_output(&[&prefix[..], &["-o", log.to_str().unwrap()]].concat());
-    run.check(&out, 0);
-    let trace = std::fs::read_to_string(log).unwrap();
+    let trace = run.straced("ftruncate,pwrite64", &s.path("strace"));
     let shm: Vec<&str> = trace.lines().filter(|l| l.contains("-shm>")).collect();
     assert!(!shm.iter().any(|l| l.contains("ftruncate(")), "{trace}");
     assert!(
