@@ -53,6 +53,12 @@ const SETTINGS: &str = "PRAGMA synchronous = FULL; PRAGMA wal_autocheckpoint = 0
     PRAGMA cache_size = -256; PRAGMA foreign_keys = ON";
 /// How long that checkpoint may wait for other connections before it is left for later.
 const CHECKPOINT_WAIT: Duration = Duration::from_millis(200);
+/// The database file grows by this much at a time, allocated in one `fallocate` before a
+/// checkpoint writes into it (`SQLITE_FCNTL_CHUNK_SIZE`). A mail store grows with every
+/// message, and otherwise the file system allocates each new block at the checkpoint's
+/// fsync (ext4's delayed allocation). Measured, interleaved: 20 MiB 3–7 % quicker, 1 MiB
+/// 1 %, 2 KiB unchanged. The file is at most this much larger than its pages.
+const GROWTH_CHUNK: c_int = 1024 * 1024;
 
 pub struct Sqlite {
     conn: Connection,
@@ -106,6 +112,9 @@ impl Sqlite {
                 Err(e) => return Err(error(DbStep::Connect, e, &format!("{path}: "))),
             }
         };
+        if vfs::has_fallocate() {
+            set_growth_chunk(&conn);
+        }
         // After the settings: `wal_autocheckpoint` replaces the connection's WAL hook.
         let wal_synced = Arc::new(AtomicBool::new(false));
         let wal_frames = Arc::new(AtomicU64::new(0));
@@ -234,6 +243,25 @@ impl Backend for Sqlite {
         self.conn
             .execute_batch("ROLLBACK")
             .map_err(|e| error(DbStep::Execute, e, "ROLLBACK: "))
+    }
+}
+
+/// Makes the main database grow by `GROWTH_CHUNK`. Best effort, as SQLite treats it: where
+/// the file system cannot `fallocate`, the checkpoint's size hint fails and is ignored, and
+/// the file grows block by block as before.
+fn set_growth_chunk(conn: &Connection) {
+    let mut chunk = GROWTH_CHUNK;
+    // SAFETY: the handle is valid while `conn` is; this file control reads one int.
+    let rc = unsafe {
+        ffi::sqlite3_file_control(
+            conn.handle(),
+            c"main".as_ptr(),
+            ffi::SQLITE_FCNTL_CHUNK_SIZE,
+            (&raw mut chunk).cast(),
+        )
+    };
+    if rc != ffi::SQLITE_OK {
+        crate::debug!("sqlite: no growth chunk (file control: {rc})");
     }
 }
 

@@ -1,6 +1,7 @@
 //! SQLite: once its frames pass 256 KiB the WAL is checkpointed, and then reused in place:
 //! its header cleared where SQLite would truncate it, its blocks written over by the next
-//! delivery (`src/backend/sqlite/wal_reuse.rs`).
+//! delivery (`src/backend/sqlite/wal_reuse.rs`); the checkpoint grows the database file in
+//! allocated chunks (`GROWTH_CHUNK` in `src/backend/sqlite.rs`).
 
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
@@ -162,4 +163,31 @@ fn the_wal_index_is_reset_over_its_own_blocks() {
         "{trace}"
     );
     assert_eq!(s.count(), 2);
+}
+
+/// The checkpoint asks for the database's new space with one `fallocate` of a whole 1 MiB
+/// chunk before it writes the pages, and the store reads as before.
+#[test]
+fn the_database_grows_in_allocated_chunks() {
+    if !strace_available() {
+        return;
+    }
+    let s = Setup::standard("");
+    let large = pseudo_random(300 * 1024);
+    let mut run = s.run();
+    run.args(["-l", "alice"]).stdin(large.clone());
+    let trace = run.straced("fallocate,ftruncate", &s.path("strace"));
+    let db = format!("{}>", s.db.display());
+    assert!(
+        trace
+            .lines()
+            .any(|l| l.contains("fallocate(") && l.contains(&db)),
+        "{trace}"
+    );
+    let meta = std::fs::metadata(&s.db).unwrap();
+    assert_eq!(meta.len() % (1024 * 1024), 0, "{} bytes", meta.len());
+    assert!(meta.blocks() * 512 >= meta.len(), "sparse: {meta:?}");
+    assert_integrity(&s);
+    let bodies: Vec<Vec<u8>> = s.mails().into_iter().map(|m| m.body).collect();
+    assert!(bodies == [large], "bodies differ");
 }

@@ -13,10 +13,10 @@
 //! SQLite's unix VFS calls `ftruncate` through a table that `xSetSystemCall` may change; ours
 //! replaces it for one call shape only: a truncate to 3 bytes of a file whose size is a whole
 //! number of 32 KiB index regions. In the unix VFS that is the `-shm` reset and nothing else
-//! (databases and journals are truncated to whole pages, and virt_mail sets no journal size
-//! limit). Any other call, and any failed write, goes to the real `ftruncate`. The
-//! connection that resets the index holds its exclusive lock: no other process has the file
-//! mapped.
+//! (databases and journals are truncated to whole pages, or whole growth chunks, and
+//! virt_mail sets no journal size limit). Any other call, and any failed write, goes to the
+//! real `ftruncate`. The connection that resets the index holds its exclusive lock: no other
+//! process has the file mapped.
 
 use std::ffi::c_int;
 use std::sync::atomic::{AtomicUsize, Ordering};
