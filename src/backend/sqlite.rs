@@ -246,9 +246,10 @@ impl Backend for Sqlite {
     }
 }
 
-/// Makes the main database grow by `GROWTH_CHUNK`. Best effort, as SQLite treats it: where
-/// the file system cannot `fallocate`, the checkpoint's size hint fails and is ignored, and
-/// the file grows block by block as before.
+/// Makes the main database grow by `GROWTH_CHUNK`. Best effort, as SQLite treats it: on a
+/// full disk, or where the file system has no `fallocate` (glibc then writes the chunk a
+/// block at a time; musl reports an error), the checkpoint's size hint is ignored and the
+/// pages are written as before.
 fn set_growth_chunk(conn: &Connection) {
     let mut chunk = GROWTH_CHUNK;
     // SAFETY: the handle is valid while `conn` is; this file control reads one int.
