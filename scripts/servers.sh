@@ -336,8 +336,9 @@ EOF
 # PgBouncer in session mode in front of the PostgreSQL above, on a unix socket only: what
 # an administrator puts between a per-message MDA and PostgreSQL so that a delivery does
 # not pay for a new server process (README, "PostgreSQL through PgBouncer"). Clients log in
-# as root without a password (the socket's directory is the access control); PgBouncer
-# logs in to PostgreSQL as virt. The time limits virt_mail sends as startup `options` are
+# as root without a password; the socket is 0660 (postgres:postgres), so only root and
+# postgres can open it (the example adds a group for the MTA's user); PgBouncer logs in to
+# PostgreSQL as virt. The time limits virt_mail sends as startup `options` are
 # ignored here, so the server's own come from ALTER ROLE virt SET (pgbouncer_provision).
 PGBOUNCER_DIR() { echo "$VM_RUN_DIR/pgbouncer"; }
 pgbouncer_psql() {
@@ -357,6 +358,7 @@ $DB_NAME = host=$(PG_DIR) port=$VM_PG_PORT dbname=$DB_NAME user=$DB_USER passwor
 listen_addr =
 listen_port = $VM_PGBOUNCER_PORT
 unix_socket_dir = $d
+unix_socket_mode = 0660
 auth_type = trust
 auth_file = $d/userlist.txt
 pool_mode = session
