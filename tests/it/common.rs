@@ -141,6 +141,14 @@ impl Setup {
         run
     }
 
+    /// Delivers `body` to alice under `strace` (`Run::straced`), the trace kept in the
+    /// test directory's file `log`; returns the trace.
+    pub fn delivery_straced(&self, body: impl Into<Vec<u8>>, syscalls: &str, log: &str) -> String {
+        let mut run = self.run();
+        run.args(["-l", "alice"]).stdin(body);
+        run.straced(syscalls, &self.path(log))
+    }
+
     pub fn mails(&self) -> Vec<Mail> {
         let conn = rusqlite::Connection::open(&self.db).unwrap();
         let mut stmt = conn

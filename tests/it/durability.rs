@@ -149,9 +149,11 @@ fn strace_shows_one_directory_fsync_per_wal_file() {
         return;
     }
     let traced = |n: usize| {
-        let mut run = s.run();
-        run.args(["-l", "alice"]).stdin("Subject: hi\n\nhello\n");
-        run.straced("openat,open,fsync", &s.path(&format!("strace{n}")))
+        s.delivery_straced(
+            "Subject: hi\n\nhello\n",
+            "openat,open,fsync",
+            &format!("strace{n}"),
+        )
     };
     let dir = s.dir.path().canonicalize().unwrap();
     let dir_fsync = format!("<{}>)", dir.display());

@@ -151,10 +151,7 @@ fn the_wal_index_is_reset_over_its_own_blocks() {
     }
     let s = Setup::standard("");
     deliver(&s, b"Subject: first\n\nhello\n");
-    let mut run = s.run();
-    run.args(["-l", "alice"])
-        .stdin("Subject: second\n\nhello\n");
-    let trace = run.straced("ftruncate,pwrite64", &s.path("strace"));
+    let trace = s.delivery_straced("Subject: second\n\nhello\n", "ftruncate,pwrite64", "strace");
     let shm: Vec<&str> = trace.lines().filter(|l| l.contains("-shm>")).collect();
     assert!(!shm.iter().any(|l| l.contains("ftruncate(")), "{trace}");
     assert!(
@@ -174,9 +171,7 @@ fn the_database_grows_in_allocated_chunks() {
     }
     let s = Setup::standard("");
     let large = pseudo_random(300 * 1024);
-    let mut run = s.run();
-    run.args(["-l", "alice"]).stdin(large.clone());
-    let trace = run.straced("fallocate,ftruncate", &s.path("strace"));
+    let trace = s.delivery_straced(large.clone(), "fallocate,ftruncate", "strace");
     let db = format!("{}>", s.db.display());
     assert!(
         trace
