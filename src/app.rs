@@ -196,20 +196,25 @@ pub(crate) fn resolve_envelope<'s>(
 ) -> Result<&'s Envelope, Error> {
     let var = std::env::var_os;
     let (local, host, sender) = (var("LOCAL"), var("HOST"), var("SENDER"));
+    // `-l user@domain` names the domain when `-h` does not (SPEC §1). A `LOCAL` from the
+    // MTA beside its own `HOST` is a local part as it stands, `@` and all (a quoted local
+    // part such as "carol@elsewhere"@example.com): splitting it would let the sender pick
+    // the domain, and so a mailbox of another hosted domain.
+    let split = args.host.is_none() && (args.local.is_some() || host.is_none());
     let found = Envelope::new(
         local.as_deref(),
         host.as_deref(),
         sender.as_deref(),
-        args.host.is_none(),
+        split,
         config.remove_prefix.as_deref(),
     );
     match found {
         Ok(envelope) => Ok(slot.insert(envelope)),
         Err(error) => {
-            let split_host = args.host.is_some().then_some(host.as_deref()).flatten();
+            let named_host = if split { None } else { host.as_deref() };
             *slot = Some(Envelope::printable(
                 local.as_deref(),
-                split_host,
+                named_host,
                 sender.as_deref(),
             ));
             Err(error)

@@ -118,6 +118,44 @@ fn user_at_domain_is_split_when_no_host_is_given() {
 }
 
 #[test]
+fn an_at_in_the_mtas_local_part_does_not_replace_its_host() {
+    // qmail hands `"carol@internal.test"@example.com` over as LOCAL and HOST: the domain is
+    // HOST's, never one the sender wrote into the local part.
+    let s = Setup::new(
+        "Verify = SELECT name FROM users WHERE name = '$local'\n\
+         Deliver = INSERT INTO mail (recipient, folder, body) VALUES ('$local', '$domain', $message)",
+        "",
+    );
+    rusqlite::Connection::open(&s.db)
+        .unwrap()
+        .execute(
+            "INSERT INTO users VALUES ('carol@internal.test', 'Inbox'), ('carol', 'Inbox')",
+            [],
+        )
+        .unwrap();
+    s.run()
+        .mailer("qmail")
+        .env("LOCAL", "carol@internal.test")
+        .env("HOST", "example.com")
+        .expect(99);
+    let m = &s.mails()[0];
+    assert_eq!(
+        (m.recipient.as_str(), m.folder.as_deref()),
+        ("carol@internal.test", Some("example.com"))
+    );
+    // Without any HOST, the `@` in LOCAL is all there is to name a domain.
+    s.run()
+        .mailer("qmail")
+        .env("LOCAL", "carol@internal.test")
+        .expect(99);
+    let m = &s.mails()[1];
+    assert_eq!(
+        (m.recipient.as_str(), m.folder.as_deref()),
+        ("carol", Some("internal.test"))
+    );
+}
+
+#[test]
 fn remove_prefix_in_options_or_translate() {
     for (options, rest) in [
         ("RemovePrefix = DB-", ""),
