@@ -1,7 +1,7 @@
 -- virt_mail on SQLite: mailboxes and the messages stored for them.
 -- Create with:  sqlite3 /var/mail/virt_mail.db < schema.sql
 -- virt_mail switches the file to WAL mode on first use; it never creates the file itself.
--- The -wal file beside it stays (up to 64 MiB), its blocks reused by the next delivery;
+-- The -wal file beside it stays (if at most 64 MiB), its blocks reused by the next delivery;
 -- sqlite3 DB 'PRAGMA wal_checkpoint(TRUNCATE)' gives the space back (virt_mail(8)).
 -- The database file itself grows in allocated steps of 1 MiB.
 -- SQLite's default 4 KiB pages suit small mail best; for a store that mostly takes messages

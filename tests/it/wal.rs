@@ -69,6 +69,25 @@ fn a_checkpointed_wal_is_kept_with_its_header_cleared_and_written_over() {
     assert!(bodies == [large, small.to_vec()], "bodies differ");
 }
 
+/// A WAL longer than the 64 MiB kept for reuse is truncated to zero bytes, as SQLite does:
+/// cut to 64 MiB, a power loss before its cleared header reached the disk would leave a
+/// valid header before part of its frames, and recovery would put their old pages over the
+/// newer ones of the checkpoint.
+#[test]
+fn a_wal_past_64_mib_is_truncated_to_zero_not_cut_short() {
+    let s = Setup::standard("");
+    let huge = pseudo_random(65 << 20);
+    let err = deliver(&s, &huge);
+    assert!(err.contains("checkpointed"), "{err}");
+    assert!(!err.contains("WAL kept for reuse"), "{err}");
+    assert_eq!(std::fs::metadata(wal(&s)).unwrap().len(), 0);
+    let small = b"Subject: hi\n\nhello\n";
+    deliver(&s, small);
+    assert_integrity(&s);
+    let bodies: Vec<Vec<u8>> = s.mails().into_iter().map(|m| m.body).collect();
+    assert!(bodies == [huge, small.to_vec()], "bodies differ");
+}
+
 /// Another program's SQLite (the stock VFS, as an administrator's shell or a mail reader
 /// uses) writes into a WAL we left with a cleared header, and deliveries go on after it.
 #[test]

@@ -17,7 +17,12 @@
 //! database already has: recovery restores the same content, as after a crash just before
 //! SQLite's own truncate.
 //!
-//! The file keeps at most `KEEP` bytes: one unusually large message should not pin its size.
+//! The file is kept only up to `KEEP` bytes: one unusually large message should not pin its
+//! size. A longer one is truncated to zero bytes, as SQLite does, never cut to `KEEP`:
+//! should the cleared header then not reach the disk before a power loss, a valid header
+//! would stand before part of its frames, and recovery would put the old pages of that
+//! part over the newer ones the checkpoint wrote (SQLite's `sqlite3WalClose` avoids the
+//! same cut for the same reason).
 //! Another program's SQLite truncates as it always does (`sqlite3 DB 'PRAGMA
 //! wal_checkpoint(TRUNCATE)'` gives the space back).
 
@@ -30,8 +35,8 @@ pub const KEEP: i64 = 64 << 20;
 /// The WAL header, which names the page size and the salts that frames must match.
 const HEADER: usize = 32;
 
-/// A WAL's `xTruncate`: to zero bytes, the header cleared and at most `KEEP` bytes kept;
-/// to any other size, as `base` does it.
+/// A WAL's `xTruncate`: to zero bytes, the header cleared and the file kept if it is at
+/// most `KEEP` bytes; otherwise as `base` does it.
 ///
 /// # Safety
 /// `file` must be a WAL opened by the VFS whose methods `base` are.
@@ -51,22 +56,14 @@ pub unsafe fn truncate(
     if size != 0
         || unsafe { file_size(file, &mut current) } != ffi::SQLITE_OK
         || current <= HEADER as i64
+        || current > KEEP
     {
         return unsafe { base_truncate(file, size) };
-    }
-    if current > KEEP {
-        let rc = unsafe { base_truncate(file, KEEP) };
-        if rc != ffi::SQLITE_OK {
-            return rc;
-        }
     }
     let zeros = [0u8; HEADER];
     let rc = unsafe { write(file, zeros.as_ptr().cast(), HEADER as c_int, 0) };
     if rc == ffi::SQLITE_OK {
-        crate::debug!(
-            "sqlite: WAL kept for reuse ({} bytes), its header cleared",
-            current.min(KEEP)
-        );
+        crate::debug!("sqlite: WAL kept for reuse ({current} bytes), its header cleared");
     }
     rc
 }
@@ -155,20 +152,21 @@ mod tests {
     }
 
     #[test]
-    fn no_more_than_keep_is_kept() {
+    fn a_wal_past_keep_is_truncated_to_zero_never_cut_short() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("db-wal");
         let mut wal = Wal::open(&path);
         wal.write(&[7u8; 4096], 0);
-        // A sparse file past the limit, as one huge message would leave it.
-        wal.write(&[7u8; 4096], KEEP + 4096);
+        // Exactly `KEEP` is kept whole.
+        wal.write(&[7u8; 4096], KEEP - 4096);
         assert_eq!(wal.truncate(0), ffi::SQLITE_OK);
-        let meta = std::fs::metadata(&path).unwrap();
-        assert_eq!(i64::try_from(meta.len()).unwrap(), KEEP);
-        let mut head = [0u8; 64];
-        std::io::Read::read_exact(&mut std::fs::File::open(&path).unwrap(), &mut head).unwrap();
-        assert_eq!(&head[..HEADER], &[0u8; HEADER]);
-        assert!(head[HEADER..].iter().all(|&b| b == 7));
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), KEEP as u64);
+        // A sparse file past the limit, as one huge message would leave it: a valid header
+        // before part of the frames would be a corrupt WAL after a crash, so none is kept.
+        wal.write(&[7u8; 4096], 0);
+        wal.write(&[7u8; 4096], KEEP);
+        assert_eq!(wal.truncate(0), ffi::SQLITE_OK);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
     }
 
     #[test]
