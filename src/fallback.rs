@@ -23,6 +23,9 @@ use crate::macros::{Macros, Token, tokens};
 use crate::signals;
 
 mod code;
+mod sh;
+
+use sh::Place;
 
 /// Most bytes of a Fallback's stdout/stderr passed on; the rest is read and dropped, so a
 /// flooding child neither blocks nor floods the MTA's bounce.
@@ -184,52 +187,20 @@ fn expand_argument(word: &str, macros: &Macros<'_>) -> OsString {
     OsString::from_vec(out)
 }
 
-/// Where an sh script's reader stands: outside quotes, or inside `'…'` or `"…"`.
-#[derive(Clone, Copy, PartialEq)]
-enum Quote {
-    None,
-    Single,
-    Double,
-}
-
-impl Quote {
-    /// sh's quoting rules for one character read in this state: the state after it, and
-    /// whether it is a backslash that makes the next character literal (outside `'…'`).
-    /// The script rewrite and the script check both read scripts by these rules alone.
-    fn after(self, c: char) -> (Quote, bool) {
-        match (self, c) {
-            (Quote::Single, '\'') | (Quote::Double, '"') => (Quote::None, false),
-            (Quote::None, '\'') => (Quote::Single, false),
-            (Quote::None, '"') => (Quote::Double, false),
-            (Quote::None | Quote::Double, '\\') => (self, true),
-            _ => (self, false),
-        }
-    }
-}
-
 /// The shell-safe rewrite: `$name` → `"${VIRT_MAIL_NAME}"`, closing and reopening any quote
 /// the macro sits in, and the value goes into the environment.
 fn rewrite_script(script: &str, macros: &Macros<'_>, env: &mut Vec<(String, OsString)>) -> String {
     let mut out = String::with_capacity(script.len() + 32);
-    let mut quote = Quote::None;
-    // A backslash before `$name` (outside single quotes) makes it literal for the shell.
-    let mut escaped = false;
+    let mut reader = sh::Reader::default();
     for token in tokens(script) {
         match token {
-            Token::Text(text) => {
-                for c in text.chars() {
-                    out.push(c);
-                    if escaped {
-                        escaped = false;
-                        continue;
-                    }
-                    (quote, escaped) = quote.after(c);
-                }
-            }
+            Token::Text(text) => reader.read(text, |piece, _| out.push_str(piece)),
             Token::Macro { name, raw } => {
+                // A backslash before `$name` makes it literal for the shell; in a comment or
+                // a quoted here-document nothing is expanded.
+                let (place, escaped) = reader.place_macro(raw);
                 let value = macros.get(name).filter(|_| !escaped);
-                escaped = false;
-                let Some(value) = value else {
+                let Some(value) = value.filter(|_| place != Place::Inert) else {
                     out.push_str(raw);
                     continue;
                 };
@@ -237,10 +208,11 @@ fn rewrite_script(script: &str, macros: &Macros<'_>, env: &mut Vec<(String, OsSt
                 if !env.iter().any(|(k, _)| *k == var) {
                     env.push((var.clone(), OsString::from_vec(value.as_bytes().to_vec())));
                 }
-                match quote {
-                    Quote::None => out.push_str(&format!("\"${{{var}}}\"")),
-                    Quote::Double => out.push_str(&format!("${{{var}}}")),
-                    Quote::Single => out.push_str(&format!("'\"${{{var}}}\"'")),
+                match place {
+                    Place::Double => out.push_str(&format!("${{{var}}}")),
+                    Place::Single => out.push_str(&format!("'\"${{{var}}}\"'")),
+                    // Arithmetic is refused when the line is read (`code::check_script`).
+                    _ => out.push_str(&format!("\"${{{var}}}\"")),
                 }
             }
         }
@@ -573,6 +545,118 @@ mod tests {
         ] {
             let err = FallbackCommand::parse(line).expect_err(line);
             assert!(err.contains(&format!("`{names}")), "{line}: {err}");
+        }
+    }
+
+    /// Where the shell reads a value as code although the first shell expands it as data:
+    /// evaluators behind reserved words and inside `"$(…)"`, after a comment with a quote
+    /// in it, bash's arithmetic and names, the command's name, and standard input.
+    #[test]
+    fn macros_the_shell_would_read_as_code_are_refused() {
+        for (line, what) in [
+            (r#"sh -c 'x="$(eval echo $sender)"; procmail'"#, "`eval`"),
+            ("sh -c 'if true; then eval echo $sender; fi'", "`eval`"),
+            ("sh -c 'while :; do eval $sender; done'", "`eval`"),
+            (
+                "sh -c \"# it's a \\\"comment\n eval echo $sender\"",
+                "`eval`",
+            ),
+            ("sh -c 'x=`eval echo $sender`'", "`eval`"),
+            ("sh -c 'echo \"`sh -c \"echo $sender\"`\"'", "second shell"),
+            ("bash -c 'echo $(( $local + 1 ))'", "arithmetic"),
+            (
+                "bash -c 'for ((i = 0; i < $local; i++)); do :; done'",
+                "arithmetic",
+            ),
+            ("bash -c 'a[$local]=1'", "arithmetic"),
+            ("bash -c 'b=([$local]=1)'", "arithmetic"),
+            ("bash -c 'echo ${a[$local]} ${x:$local}'", "arithmetic"),
+            ("bash -c '[[ $local -eq 1 ]]'", "`[[`"),
+            ("bash -c 'test -v \"$local\"'", "`test`"),
+            ("bash -c 'printf -v $local %s x'", "`printf`"),
+            ("bash -c 'read -r $local'", "`read`"),
+            ("bash -c 'declare \"$local=1\"'", "`declare`"),
+            ("bash -c 'local -i n=$local'", "`local`"),
+            ("bash -c 'let n=$local'", "`let`"),
+            ("sh -c 'trap \"logger $sender\" EXIT'", "`trap`"),
+            ("sh -c '. /etc/mail/$local'", "`.`"),
+            ("sh -c '$sender -x'", "name the command"),
+            ("sh -c 'X=1 \"${local}\"'", "name the command"),
+            (
+                "sh -c 'echo \"$sender\" | sh'",
+                "`sh` on its standard input",
+            ),
+            (
+                "sh -c 'printf %s $sender | tee x | /bin/bash -s'",
+                "`/bin/bash` on its",
+            ),
+            ("sh -c 'echo $local | timeout 5 perl'", "`perl` on its"),
+            ("sh -c 'echo $local | psql mail'", "`psql` on its"),
+            ("sh -c 'cat <<EOF | sh\n$sender\nEOF'", "`sh` on its"),
+            (
+                "sh -c 'mysql mail <<-E\n\tINSERT $sender\n\tE'",
+                "`mysql` on its",
+            ),
+        ] {
+            let err = FallbackCommand::parse(line).expect_err(line);
+            assert!(
+                err.contains(what) && err.contains("as code"),
+                "{line}: {err}"
+            );
+        }
+    }
+
+    /// The same shapes with the value where it is data.
+    #[test]
+    fn macros_where_the_shell_keeps_them_data_are_accepted() {
+        for line in [
+            "sh -c 'if [ \"$local\" = postmaster ]; then procmail -d root; fi'",
+            "bash -c '[[ $local == post* ]] && procmail -d $local'",
+            "sh -c 'case $local in postmaster) procmail -d root;; *) procmail -d $local;; esac'",
+            "sh -c 'for x in $local; do procmail -d \"$x\"; done'",
+            "sh -c 'export SENDER=$sender; local=$local procmail'",
+            "bash -c 'f() { local s=$sender; procmail -f \"$s\"; }; f'",
+            "sh -c 'echo $sender | procmail -d $local'",
+            "sh -c 'echo \"$(printf %s $sender)\" | sh /etc/mail/script'",
+            "sh -c \"x=\\$(( 1 + 2 )); procmail -d $local # it's $local\"",
+            "sh -c 'echo ${x:-$sender} \"${x#$local}\"'",
+            "sh -c 'cat <<EOF | mail -s unknown postmaster\nNo mailbox $local\nEOF'",
+            "sh -c \"cat <<'EOF' | sh\nno macro here: \\$sender\nEOF\"",
+            "sh -c 'echo $local | perl /usr/local/bin/deliver'",
+            "sh -c 'echo $local | python3 -c \"import sys; print(sys.stdin.read())\"'",
+        ] {
+            if let Err(e) = FallbackCommand::parse(line) {
+                panic!("{line}: {e}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_rewrite_follows_substitutions_comments_and_here_documents() {
+        for (line, want) in [
+            (
+                "sh -c 'echo \"$(printf [%s] $sender)\"'",
+                r#"echo "$(printf [%s] "${VIRT_MAIL_SENDER}")""#,
+            ),
+            (
+                "sh -c 'echo \"`printf [%s] $sender`\"'",
+                r#"echo "`printf [%s] "${VIRT_MAIL_SENDER}"`""#,
+            ),
+            (
+                "sh -c '# the \"x\n echo $sender'",
+                "# the \"x\n echo \"${VIRT_MAIL_SENDER}\"",
+            ),
+            (
+                "sh -c \"cat <<EOF\nit's $sender\nEOF\necho $local\"",
+                "cat <<EOF\nit's ${VIRT_MAIL_SENDER}\nEOF\necho \"${VIRT_MAIL_LOCAL}\"",
+            ),
+            (
+                "sh -c 'echo ${x:-$sender} \"${x:-$local}\"'",
+                r#"echo ${x:-"${VIRT_MAIL_SENDER}"} "${x:-${VIRT_MAIL_LOCAL}}""#,
+            ),
+        ] {
+            let p = FallbackCommand::parse(line).unwrap().prepare(&macros());
+            assert_eq!(argv(&p)[2], want, "{line}");
         }
     }
 

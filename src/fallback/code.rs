@@ -9,7 +9,7 @@
 
 use std::path::Path;
 
-use super::Quote;
+use super::sh::{self, Place};
 use crate::macros::{Token, tokens};
 
 /// Shells of the sh family: their `-c` argument is a script, where `"${VAR}"` is data
@@ -365,18 +365,49 @@ impl Program {
     }
 }
 
-/// Refuses an sh script that hands a macro on to a second interpreter (`sh -c "su mail -c
-/// '… $sender'"`, `eval`, `ssh` …): the rewrite makes the first shell expand the value as
-/// data, but into text the second one parses as code.
+/// Refuses an sh script where the value of a macro would be read as code. The rewrite makes
+/// the first shell expand it as data, but into text that a second interpreter parses
+/// (`sh -c "su mail -c '… $sender'"`, `eval`, `ssh` …, or one reading the value on its
+/// standard input), that bash evaluates as arithmetic or as a variable's name, or as the
+/// name of the command to run.
 fn check_script(script: &str) -> Result<(), String> {
-    for command in script_commands(script) {
-        let texts: Vec<&str> = command.iter().map(|(w, _)| w.as_str()).collect();
-        let first = texts
-            .iter()
-            .position(|w| !matches!(*w, "command" | "builtin" | "exec"));
-        let evaluator = match first {
-            Some(at) if texts[at] == "eval" => Some(Evaluator::Other {
-                code: (at + 1..texts.len())
+    let (commands, documents) = sh::commands(script, defined_in_fallback);
+    for command in &commands {
+        let words = &command.words;
+        let mut macros = words.iter().flat_map(|w| &w.macros);
+        if let Some((name, _)) = macros.clone().find(|(_, p)| *p == Place::Arithmetic) {
+            return Err(format!(
+                "${name} would reach an arithmetic expression, a subscript or a parameter's \
+                 name in the shell script (`$((…))`, `((…))`, `a[…]`, `${{x:…}}`), where bash \
+                 reads its value as code (an expression, and runs the commands substituted \
+                 in it); {}",
+                as_data(name)
+            ));
+        }
+        let texts: Vec<&str> = words.iter().map(|w| w.text.as_str()).collect();
+        let Some(first) = command_name(&texts) else {
+            continue;
+        };
+        if let Some((name, _)) = words[first].macros.first() {
+            return Err(format!(
+                "${name} would name the command the shell script runs, and so run its \
+                 value as code; {}",
+                as_data(name)
+            ));
+        }
+        let Some(name) = macros.next().map(|(name, _)| name) else {
+            continue;
+        };
+        if let Some(what) = evaluates_its_words(&texts[first..], words) {
+            return Err(format!(
+                "${name} would reach {what} inside the shell script, which would read its \
+                 value as code; {}",
+                as_data(name)
+            ));
+        }
+        let evaluator = match texts[first] {
+            "eval" => Some(Evaluator::Other {
+                code: (first + 1..texts.len())
                     .map(|word| Code {
                         word,
                         offset: 0,
@@ -405,7 +436,7 @@ fn check_script(script: &str) -> Result<(), String> {
             None => continue,
         };
         // The macros of the whole word: an option's own text (`-c`, `--eval=`) holds none.
-        if let Some(name) = code.iter().flat_map(|c| &command[c.word].1).next() {
+        if let Some((name, _)) = code.iter().flat_map(|c| &words[c.word].macros).next() {
             let instead = instead.replace("NAME", name);
             return Err(format!(
                 "${name} would reach {what} inside the shell script, which would parse its \
@@ -414,59 +445,159 @@ fn check_script(script: &str) -> Result<(), String> {
             ));
         }
     }
+    // What a command writes, the next one in its pipeline reads; a here-document, its own.
+    for reader in &commands {
+        let texts: Vec<&str> = reader.words.iter().map(|w| w.text.as_str()).collect();
+        let Some(program) = command_name(&texts).and_then(|at| reads_code_on_stdin(&texts[at..]))
+        else {
+            continue;
+        };
+        let pipeline = |pipeline: usize, position: usize| {
+            pipeline == reader.pipeline && position <= reader.position
+        };
+        let written = commands
+            .iter()
+            .filter(|c| pipeline(c.pipeline, c.position) && c.position < reader.position)
+            .flat_map(|c| c.words.iter().flat_map(|w| &w.macros))
+            .map(|(name, _)| *name);
+        let documented = documents
+            .iter()
+            .filter(|d| pipeline(d.pipeline, d.position))
+            .map(|d| d.name);
+        if let Some(name) = written.chain(documented).next() {
+            return Err(format!(
+                "${name} would reach `{program}` on its standard input in the shell script, \
+                 which it reads as code; {}",
+                as_data(name)
+            ));
+        }
+    }
     Ok(())
 }
 
-/// The simple commands of an sh script, as far as `check_script` needs them: words with
-/// their quotes removed, split at unquoted blanks, newlines and `;` `&` `|` `(` `)` `` ` ``,
-/// each with the macros it holds (not those escaped with a backslash, which stay the
-/// shell's own).
-fn script_commands(script: &str) -> Vec<Vec<(String, Vec<&str>)>> {
-    let mut commands = Vec::new();
-    let mut command: Vec<(String, Vec<&str>)> = Vec::new();
-    let mut word: Option<(String, Vec<&str>)> = None;
-    let mut quote = Quote::None;
-    let mut escaped = false;
-    for token in tokens(script) {
-        match token {
-            Token::Text(text) => {
-                for c in text.chars() {
-                    if escaped {
-                        escaped = false;
-                        word.get_or_insert_default().0.push(c);
-                        continue;
-                    }
-                    let (next, escape) = quote.after(c);
-                    match (quote, c) {
-                        // A quote that opens or closes, or an escaping backslash: syntax.
-                        _ if next != quote || escape => (quote, escaped) = (next, escape),
-                        (Quote::None, ' ' | '\t') => command.extend(word.take()),
-                        (Quote::None, '\n' | ';' | '&' | '|' | '(' | ')' | '`') => {
-                            command.extend(word.take());
-                            commands.push(std::mem::take(&mut command));
-                        }
-                        _ => {
-                            word.get_or_insert_default().0.push(c);
-                            continue;
-                        }
-                    }
-                    if quote != Quote::None {
-                        word.get_or_insert_default();
-                    }
-                }
+/// The advice for a value the shell script would read as code whatever way it came in.
+fn as_data(name: &str) -> String {
+    format!(
+        "there it would be code however it reached the script (as \"$1\" or from the \
+         environment alike), so keep it a plain argument of a program or a string compared \
+         ([ \"${name}\" = … ])"
+    )
+}
+
+/// The command a simple command runs: its first word after assignments, reserved words and
+/// `command`/`builtin`/`exec`; none for `case`, `for` and `select`, whose words are data.
+fn command_name(texts: &[&str]) -> Option<usize> {
+    let at = texts.iter().position(|w| {
+        !matches!(
+            *w,
+            "!" | "{"
+                | "}"
+                | "if"
+                | "then"
+                | "else"
+                | "elif"
+                | "fi"
+                | "do"
+                | "done"
+                | "while"
+                | "until"
+                | "time"
+                | "esac"
+                | "command"
+                | "builtin"
+                | "exec"
+        ) && !is_assignment(w)
+    })?;
+    (!matches!(texts[at], "case" | "for" | "select" | "in")).then_some(at)
+}
+
+/// `NAME=value` (or `NAME+=value`) before a command, or as a declaration's argument.
+fn is_assignment(word: &str) -> bool {
+    let name = word.split_once('=').map_or("", |(n, _)| n);
+    let name = name.strip_suffix('+').unwrap_or(name);
+    name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// Builtins that read their arguments (or some of them) as code, as arithmetic or as the
+/// names of variables, where bash evaluates a subscript: what to call them, if `texts`
+/// (from the command's name on) is one of them with a macro in such a place.
+fn evaluates_its_words(texts: &[&str], words: &[sh::Word<'_>]) -> Option<String> {
+    let name = texts[0];
+    let options = || {
+        texts[1..]
+            .iter()
+            .filter(|w| w.starts_with('-') && w.len() > 1)
+    };
+    let has = |option: &str| texts[1..].contains(&option);
+    let evaluates = match name {
+        "trap" | "." | "source" | "alias" | "let" | "read" | "mapfile" | "readarray"
+        | "getopts" | "unset" => true,
+        "printf" => has("-v"),
+        "test" | "[" => has("-v") || has("-R"),
+        "[[" => ["-eq", "-ne", "-lt", "-le", "-gt", "-ge", "-v", "-R"]
+            .iter()
+            .any(|o| has(o)),
+        // A value in a name, or in an integer's or a reference's value.
+        "declare" | "typeset" | "local" | "readonly" | "export" => {
+            options().any(|o| o.contains(['i', 'n']))
+                || words[words.len() - texts.len() + 1..].iter().any(|w| {
+                    !w.macros.is_empty()
+                        && w.text.split('=').next().is_some_and(|n| n.contains('$'))
+                })
+        }
+        _ => false,
+    };
+    evaluates.then(|| format!("`{name}`"))
+}
+/// Programs that read code on their standard input: a value written there by a command
+/// before them in a pipeline (`echo "$sender" | sh`) or in a here-document is code.
+/// `texts` from the command's name on; the program's name, if it is one of them.
+fn reads_code_on_stdin<'a>(texts: &[&'a str]) -> Option<&'a str> {
+    // Past wrappers that run the rest as a command, their options and their arguments.
+    let mut at = 0;
+    while let Some(w) = texts.get(at) {
+        let name = Path::new(w)
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("");
+        match name {
+            "env" | "nice" | "nohup" | "setsid" | "stdbuf" | "ionice" | "timeout" | "sudo"
+            | "doas" | "chroot" | "flock" | "xargs" => at += 1,
+            _ if w.starts_with('-')
+                || is_assignment(w)
+                || w.starts_with(|c: char| c.is_ascii_digit()) =>
+            {
+                at += 1
             }
-            Token::Macro { name, raw } => {
-                let w = word.get_or_insert_default();
-                w.0.push_str(raw);
-                if !std::mem::take(&mut escaped) && defined_in_fallback(name) {
-                    w.1.push(name);
-                }
-            }
+            _ => break,
         }
     }
-    command.extend(word);
-    commands.push(command);
-    commands
+    let program = *texts.get(at)?;
+    let name = Path::new(program).file_name().and_then(|n| n.to_str())?;
+    let rest = &texts[at + 1..];
+    // An operand names a script file (`-` is standard input); a code option gives the code.
+    let operand = rest.iter().any(|w| !w.starts_with('-'));
+    let stdin = match name {
+        "bc" | "dc" | "psql" | "mysql" | "mariadb" | "sqlite3" | "at" | "batch" | "ssh" => true,
+        "su" | "runuser" => find_evaluator(texts).is_none(),
+        "csh" | "tcsh" | "fish" | "perl" | "python" | "python2" | "python3" | "ruby" | "php"
+        | "node" | "nodejs" | "lua" | "luajit" | "Rscript" | "expect" | "tclsh" => {
+            !operand
+                && find_evaluator(rest).is_none()
+                && !rest
+                    .iter()
+                    .any(|w| w.starts_with("-e") || w.starts_with("-c"))
+        }
+        _ if SHELLS.contains(&name) => {
+            !operand
+                && !rest
+                    .iter()
+                    .any(|w| w.starts_with('-') && w[1..].contains('c'))
+        }
+        _ => false,
+    };
+    stdin.then_some(program)
 }
 
 /// The macros a word refers to that a Fallback may be given (the rest stay as written).

@@ -232,6 +232,11 @@ fn hostile_senders_run_nothing_through_either_fallback_form() {
             out_file.display()
         ),
         "/usr/bin/env printf '%s\\n' $sender $local".to_string(),
+        // Inside a command substitution in double quotes: a word of its own there too.
+        format!(
+            "/bin/sh -c \"printf '%s\\n' \\\"$(printf %s $sender)\\\" $local > {}\"",
+            out_file.display()
+        ),
         // The script attached to its option, as getopt allows (`su -c'…'`, `--command=…`).
         format!(
             "/usr/bin/script -q -O /dev/null -c\"printf '%s\\n' $sender $local > {}\"",
@@ -328,6 +333,14 @@ fn macros_handed_to_a_second_interpreter_are_a_configuration_error() {
         format!("/usr/bin/env -S 'touch {pwned}-$sender'"),
         format!("/usr/bin/perl -e'open(F, \">{pwned}-$sender\")'"),
         format!("/bin/sh -c \"sed -n 's|^|{pwned}-$sender|w {pwned}' /dev/null\""),
+        // Evaluators inside "$(…)", behind reserved words, after a comment with a quote in
+        // it (a continuation line), and a shell reading the value on its standard input.
+        format!("/bin/sh -c 'x=\"$(eval touch {pwned}-$sender)\"'"),
+        format!("/bin/sh -c 'if true; then eval touch {pwned}-$sender; fi'"),
+        format!("/bin/sh -c '# a \"b\n  eval touch {pwned}-$sender'"),
+        format!("/bin/sh -c 'echo touch {pwned}-$sender | /bin/sh'"),
+        // bash runs the command substitutions in a subscript's value.
+        format!("/bin/bash -c 'a[$sender]=1; touch {pwned}-ok'"),
     ] {
         s.configure(&format!("{OPTIONS}\nFallback = {command}"), BOUNCE);
         for local in ["alice", "carol"] {
