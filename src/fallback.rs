@@ -571,6 +571,7 @@ mod tests {
             ("bash -c 'a[$local]=1'", "arithmetic"),
             ("bash -c 'b=([$local]=1)'", "arithmetic"),
             ("bash -c 'echo ${a[$local]} ${x:$local}'", "arithmetic"),
+            ("sh -c 'cat <<EOF\n$(( $local ))\nEOF'", "arithmetic"),
             ("bash -c '[[ $local -eq 1 ]]'", "`[[`"),
             ("bash -c 'test -v \"$local\"'", "`test`"),
             ("bash -c 'printf -v $local %s x'", "`printf`"),

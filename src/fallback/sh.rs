@@ -579,6 +579,8 @@ pub(super) fn commands(
                 if escaped || !defined(name) || place == Place::Inert {
                     continue;
                 }
+                // In arithmetic, a document's macro is code whoever reads the document.
+                let document = document.filter(|_| place != Place::Arithmetic);
                 match document.and_then(|d| owners.get(d)) {
                     Some(&(pipeline, position)) => documents.push(Document {
                         name,

@@ -380,3 +380,103 @@ fn the_log_names_the_status_the_fallback_really_exited_with() {
         text(&out.stderr)
     );
 }
+
+/// The rewrite and the check against the shells themselves: scripts assembled from pieces
+/// that put `$sender` everywhere a script may (quotes, substitutions, comments,
+/// here-documents, `${…}`, arithmetic, pipes, reserved words), joined at random. Each one
+/// is either refused when the line is read, or run by dash and by bash with senders that
+/// are code in every one of those places, and then no value may have run.
+#[test]
+fn assembled_scripts_run_no_value_as_code_in_dash_or_bash() {
+    use virt_mail::fallback::FallbackCommand;
+    use virt_mail::macros::Macros;
+
+    const PIECES: &[&str] = &[
+        "echo $sender",
+        "echo \"$sender\"",
+        "echo '$sender'",
+        "echo \"$(echo $sender)\"",
+        "echo `echo $sender`",
+        "echo \"`echo \"$sender\"`\"",
+        "echo ${x:-$sender} \"${x:-$sender}\" ${x:+'$sender'}",
+        "# it's a \"comment\" $sender",
+        "cat <<EOF\nit's $sender $(echo $sender)\nEOF",
+        "cat <<'EOF'\nit's $sender\nEOF",
+        "x=$sender; y=\"$sender\"",
+        "[ \"$sender\" = a ] || true",
+        "case $sender in a) echo a;; *) echo $sender;; esac",
+        "if true; then echo $sender; fi",
+        "for v in $sender; do echo \"$v\"; done",
+        "eval echo $sender",
+        "echo $sender | sh",
+        "echo $sender | cat",
+        "echo $(( 1 + 1 ))",
+        "n=$(( $sender + 1 ))",
+        "a[$sender]=1",
+        "[[ $sender -eq 1 ]]",
+        "printf '%s\\n' \"$(printf '%s' \"$sender\")\"",
+        "f() { echo $sender; }; f",
+        "$sender",
+        "test -n \"$sender\" && echo ok",
+        "echo \"it's\" $sender",
+        "echo \\$sender \"\\$sender\"",
+        "( echo $sender ) >/dev/null 2>&1; { echo \"$sender\"; }",
+        "echo \"$( (echo $sender) )\"",
+        "cat <<< \"$sender\"",
+        "trap 'echo $sender' EXIT",
+        "sh -c \"echo $sender\"",
+        "export V=$sender; echo \"$V\"",
+        "echo $sender | xargs echo",
+    ];
+    const SENDERS: &[&str] = &[
+        "x$(touch PWNED)",
+        "`touch PWNED`",
+        "a;touch PWNED",
+        "a[$(touch PWNED)]",
+        "'\"$(touch PWNED)\"'",
+        "EOF\ntouch PWNED",
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = |n: usize| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state % n as u64) as usize
+    };
+    let (mut refused, mut ran) = (0, 0);
+    for _ in 0..150 {
+        let count = 1 + next(3);
+        let script: Vec<&str> = (0..count).map(|_| PIECES[next(PIECES.len())]).collect();
+        let script = script.join(if next(2) == 0 { "\n" } else { "; " });
+        for shell in ["/bin/sh", "/bin/bash"] {
+            let line = format!("{shell} -c '{}'", script.replace('\'', "'\\''"));
+            let Ok(command) = FallbackCommand::parse(&line) else {
+                refused += 1;
+                continue;
+            };
+            for sender in SENDERS {
+                let macros = Macros {
+                    sender,
+                    ..Macros::default()
+                };
+                let prepared = command.prepare(&macros);
+                let _ = std::process::Command::new(&prepared.argv[0])
+                    .args(&prepared.argv[1..])
+                    .envs(prepared.env.iter().map(|(k, v)| (k, v)))
+                    .current_dir(dir.path())
+                    .stdin(std::process::Stdio::null())
+                    .output()
+                    .unwrap();
+                ran += 1;
+                assert!(
+                    !dir.path().join("PWNED").exists(),
+                    "{shell} ran the value {sender:?} of script:\n{script}\nrewritten:\n{}",
+                    prepared.argv[2].to_string_lossy()
+                );
+            }
+        }
+    }
+    // Both outcomes are exercised: refusal alone would prove nothing.
+    assert!(refused > 20 && ran > 200, "refused {refused}, ran {ran}");
+}
