@@ -280,9 +280,12 @@ fn link_into_new(target: &Resolved, size: usize, name: &str, tmp: &Path) -> Resu
             Err(e) => return Err(io_error(target, "link into new/", e)),
         }
     }
-    File::open(&new_dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| io_error(target, "sync new/", e))?;
+    // Deferred, the message is delivered again: so it must not stay in new/ (unless a
+    // reader took it already, which leaves the rare duplicate rather than a loss).
+    if let Err(e) = File::open(&new_dir).and_then(|d| d.sync_all()) {
+        let _ = fs::remove_file(&new);
+        return Err(io_error(target, "sync new/", e));
+    }
     Ok(new)
 }
 

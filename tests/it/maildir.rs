@@ -330,3 +330,62 @@ fn dovecot_lists_and_reads_what_was_delivered() {
     );
     assert!(junk.contains("hello dovecot"), "{junk}");
 }
+
+/// The sync of `new/` that makes the link durable fails: the delivery defers (75) and takes
+/// its message out of `new/`, so the MTA's retry leaves exactly one copy.
+#[test]
+fn a_failed_sync_of_new_defers_and_leaves_no_copy_behind() {
+    if !strace_available() {
+        return;
+    }
+    let (s, homes) = vpopmail_like("");
+    let new = homes.join("example.com/alice/Maildir/new");
+    let deliver = |prefix: &[&str]| {
+        s.run()
+            .args(["-l", "alice", "-h", "example.com"])
+            .stdin(b"Subject: x\n\nbody\n".to_vec())
+            .wrapped_output(prefix)
+    };
+    assert_eq!(deliver(&["env"]).status.code(), Some(0));
+    assert_eq!(files(&new).len(), 1);
+    // Which fsync is that of new/, in a delivery into an existing Maildir.
+    let log = s.path("fsync.log");
+    let out = deliver(&[
+        "strace",
+        "-f",
+        "-y",
+        "-e",
+        "trace=fsync",
+        "-o",
+        log.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    let trace = std::fs::read_to_string(&log).unwrap();
+    let fsyncs: Vec<&str> = trace.lines().filter(|l| l.contains("fsync(")).collect();
+    let at = 1 + fsyncs
+        .iter()
+        .position(|l| l.contains("/Maildir/new>"))
+        .unwrap_or_else(|| panic!("no fsync of new/:\n{trace}"));
+    let inject = format!("inject=fsync:error=EIO:when={at}");
+    let out = deliver(&[
+        "strace",
+        "-f",
+        "-e",
+        "trace=fsync",
+        "-e",
+        &inject,
+        "-o",
+        "/dev/null",
+    ]);
+    assert_eq!(out.status.code(), Some(75), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("sync new/"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(
+        files(&new).len(),
+        2,
+        "the deferred message was taken out of new/"
+    );
+}
