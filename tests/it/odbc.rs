@@ -12,7 +12,7 @@
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
 use std::os::fd::FromRawFd;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::common::*;
 use crate::scenarios::Case;
@@ -635,6 +635,48 @@ fn check_return_without_procedure_calls_is_a_configuration_error() {
         }
         assert_eq!(case.count(), 0);
     }
+}
+
+/// SPEC §7: a COMMIT that runs past StatementTimeout (here a deferred constraint trigger
+/// that waits at COMMIT) defers (75) within about the limit and says the COMMIT's outcome is
+/// unknown. ODBC's query timeout does not cover SQLEndTran: this waited for the trigger and
+/// exited 0. The trigger waits until the test releases it (30 s at most), so the server's
+/// COMMIT ends once the test has its answer.
+#[test]
+fn a_commit_past_the_statement_limit_defers() {
+    let Some(store) = stores::require("odbc postgres", Odbc::postgres_from_env()) else {
+        return;
+    };
+    let case = Case::new(&store);
+    let t = &case.t;
+    store.exec(&format!("CREATE TABLE {t}_release (go INT)"));
+    store.exec(&format!(
+        "CREATE FUNCTION {t}_at_commit() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+         FOR i IN 1..300 LOOP EXIT WHEN EXISTS (SELECT 1 FROM {t}_release); \
+         PERFORM pg_sleep(0.1); END LOOP; RETURN NULL; END $$"
+    ));
+    store.exec(&format!(
+        "CREATE CONSTRAINT TRIGGER {t}_slow AFTER INSERT ON {t}_mail \
+         DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION {t}_at_commit()"
+    ));
+    case.configure("StatementTimeout = 3");
+    let start = Instant::now();
+    let out = case.run().args(["-l", "alice"]).expect(75);
+    let took = start.elapsed();
+    store.exec(&format!("INSERT INTO {t}_release VALUES (1)"));
+    assert!(
+        took >= Duration::from_secs(3) && took < Duration::from_secs(8),
+        "took {took:?}"
+    );
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("SQLTransact") && err.contains("outcome of the COMMIT is unknown"),
+        "{err}"
+    );
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert_eq!(text(&out.stdout), "\nThe mail store is unavailable.\n");
+    store.exec(&format!("DROP TABLE {t}_release"));
+    store.exec(&format!("DROP FUNCTION {t}_at_commit() CASCADE"));
 }
 
 /// Four MTA processes delivering at once, 50 messages each: every one is stored once.

@@ -30,7 +30,9 @@
 //!   forever then). The driver's query timeout, plus a watchdog that cancels a statement
 //!   still running past the limit (MariaDB's and SQLite's drivers accept the timeout but do
 //!   not enforce it). A statement that times out is not freed: Virtuoso's driver would wait
-//!   for the server to finish it.
+//!   for the server to finish it. COMMIT, ROLLBACK, the autocommit switch and the disconnect
+//!   have no query timeout: each runs on a thread that is given up on at the same limit
+//!   (`Odbc::bounded`); a COMMIT given up on defers the mail, its outcome unknown.
 //! - **Errors** keep every diagnostic record (SQLSTATE, native code, text) and are classified
 //!   by SQLSTATE, plus MySQL/MariaDB error numbers and SQLite result codes, which those drivers
 //!   report under the catch-all `HY000`. A statement the database rejects as wrong (42xxx…)
@@ -178,6 +180,71 @@ fn connection_dead(conn: &handles::Connection<'static>) -> bool {
     )
 }
 
+fn succeeded(result: SqlResult<()>) -> bool {
+    matches!(
+        result,
+        SqlResult::Success(()) | SqlResult::SuccessWithInfo(())
+    )
+}
+
+/// How a COMMIT call ended, when it ended in time.
+enum Ended {
+    Committed,
+    /// The driver reported an error (its records are on the connection handle).
+    Failed,
+    /// The connection was found lost before COMMIT: nothing was committed.
+    DeadBefore,
+    /// The connection was found lost after COMMIT: whether it took effect is unknown.
+    DeadAfter,
+}
+
+/// A connection handle lent to the thread of one bounded call (`Odbc::bounded`).
+#[derive(Clone, Copy)]
+struct SendDbc(sys::HDbc);
+
+// SAFETY: ODBC allows a connection to be used from any thread. The main thread waits while
+// the call runs, and one it gave up waiting for keeps the handle: `abandoned` is set, so the
+// connection is never used or freed again.
+unsafe impl Send for SendDbc {}
+
+/// Why a bounded call gave no answer.
+enum Unanswered {
+    /// Still running at the limit: the connection is abandoned to it.
+    Stalled(std::time::Duration),
+    /// Its thread ended without an answer (a panic in the driver's wrapper).
+    Lost,
+    /// No thread could be started: nothing was sent.
+    NoThread(std::io::Error),
+    /// The connection is closed or was abandoned earlier.
+    Closed,
+}
+
+impl Unanswered {
+    /// The transient error for `what` (a COMMIT that was sent has an unknown outcome).
+    fn error(self, step: DbStep, what: &str) -> DbError {
+        let unknown = if step == DbStep::Commit {
+            ": the outcome of the COMMIT is unknown, so the mail is deferred"
+        } else {
+            ""
+        };
+        let message = match self {
+            Unanswered::Stalled(limit) => format!(
+                "no answer to {what} within {} s (StatementTimeout = {} s, plus {} s){unknown}; \
+                 connection abandoned",
+                limit.as_secs(),
+                limit.saturating_sub(WATCHDOG_GRACE).as_secs(),
+                WATCHDOG_GRACE.as_secs()
+            ),
+            Unanswered::Lost => format!("{what} ended without an answer{unknown}"),
+            Unanswered::NoThread(e) => {
+                format!("cannot start a thread for {what} ({e}): nothing was sent")
+            }
+            Unanswered::Closed => format!("{what}: the ODBC connection is closed"),
+        };
+        DbError::new(step, Retry::Transient, message)
+    }
+}
+
 /// Turns Nagle's algorithm off on the TCP sockets the driver opened. Some drivers write one
 /// request in several small pieces (Virtuoso's sends the end of a data-at-execution value as
 /// a 1-byte write of its own), and that piece then waits for the server's delayed ACK: 40 ms
@@ -309,6 +376,46 @@ impl Odbc {
         })
     }
 
+    /// Runs `work` on the connection from a thread of its own and waits at most the
+    /// statement limit plus the watchdog's grace. ODBC's query timeout is a statement
+    /// attribute: nothing bounds SQLEndTran (a deferred trigger can make COMMIT run for as
+    /// long as it likes) or a connection attribute the driver sends to the server, and the
+    /// statement watchdog has no statement to cancel there. Past the limit the connection
+    /// is abandoned to that thread (never used or freed again; the session ends with the
+    /// process). The thread inherits the caller's signal mask: held during COMMIT
+    /// (`signals::commit_guarded`), so no signal is taken behind the guard's back.
+    fn bounded<R: Send + 'static>(
+        &mut self,
+        work: impl FnOnce(&handles::Connection<'static>) -> R + Send + 'static,
+    ) -> Result<R, Unanswered> {
+        let Some(conn) = self.conn.as_ref().filter(|_| !self.abandoned) else {
+            return Err(Unanswered::Closed);
+        };
+        let handle = SendDbc(conn.as_sys());
+        let (sender, receiver) = mpsc::sync_channel(1);
+        std::thread::Builder::new()
+            .name("odbc-call".into())
+            .spawn(move || {
+                let handle = handle;
+                // SAFETY: a live connection handle, borrowed: never freed through this value.
+                let conn =
+                    std::mem::ManuallyDrop::new(unsafe { handles::Connection::new(handle.0) });
+                let _ = sender.send(work(&conn));
+            })
+            .map_err(Unanswered::NoThread)?;
+        let limit = self.limits.statement + WATCHDOG_GRACE;
+        match receiver.recv_timeout(limit) {
+            Ok(answer) => Ok(answer),
+            Err(e) => {
+                self.abandoned = true;
+                Err(match e {
+                    mpsc::RecvTimeoutError::Timeout => Unanswered::Stalled(limit),
+                    mpsc::RecvTimeoutError::Disconnected => Unanswered::Lost,
+                })
+            }
+        }
+    }
+
     fn error(&self, step: DbStep, records: &[Diagnostic], what: &str) -> DbError {
         scrub(classify(step, self.dbms, records, what), &self.secrets)
     }
@@ -354,23 +461,20 @@ impl Backend for Odbc {
     }
 
     fn begin(&mut self) -> Result<(), DbError> {
-        let Some(conn) = &self.conn else {
-            return Err(self.connection_error(DbStep::Execute, "SQLSetConnectAttr"));
-        };
-        if !matches!(
-            conn.set_autocommit(false),
-            SqlResult::Success(()) | SqlResult::SuccessWithInfo(())
-        ) {
-            return Err(self.connection_error(DbStep::Execute, "SQLSetConnectAttr(AUTOCOMMIT)"));
+        // MariaDB's driver sends the switch to the server, which may not answer: bounded.
+        match self.bounded(|conn| succeeded(conn.set_autocommit(false))) {
+            Ok(true) => {
+                self.transaction = true;
+                Ok(())
+            }
+            Ok(false) => {
+                Err(self.connection_error(DbStep::Execute, "SQLSetConnectAttr(AUTOCOMMIT)"))
+            }
+            Err(e) => Err(e.error(DbStep::Execute, "switching autocommit off")),
         }
-        self.transaction = true;
-        Ok(())
     }
 
     fn commit(&mut self) -> Result<(), DbError> {
-        let Some(conn) = &self.conn else {
-            return Err(self.connection_error(DbStep::Commit, "SQLEndTran"));
-        };
         // A driver that has seen its connection fail may forget the open transaction and
         // answer COMMIT with success without sending anything: psqlODBC does, when the
         // server goes away right after the Deliver statement (measured: exit 0, no row).
@@ -378,34 +482,50 @@ impl Backend for Odbc {
         // and after it (else nobody can tell whether it was: deferring may store the
         // message twice, which a Duplicate statement prevents; reporting success might
         // lose it).
-        if connection_dead(conn) {
-            self.transaction = false;
-            return Err(DbError::new(
-                DbStep::Commit,
-                Retry::Transient,
-                "the connection to the data source was lost before COMMIT: nothing was committed"
-                    .into(),
-            ));
-        }
-        if !matches!(
-            conn.commit(),
-            SqlResult::Success(()) | SqlResult::SuccessWithInfo(())
-        ) {
-            return Err(self.connection_error(DbStep::Commit, "SQLEndTran(COMMIT)"));
+        let ended = self.bounded(|conn| {
+            if connection_dead(conn) {
+                Ended::DeadBefore
+            } else if !succeeded(conn.commit()) {
+                Ended::Failed
+            } else if connection_dead(conn) {
+                Ended::DeadAfter
+            } else {
+                Ended::Committed
+            }
+        });
+        match ended {
+            Ok(Ended::Committed) => {}
+            Ok(Ended::Failed) => {
+                return Err(self.connection_error(DbStep::Commit, "SQLEndTran(COMMIT)"));
+            }
+            Ok(Ended::DeadBefore) => {
+                self.transaction = false;
+                return Err(DbError::new(
+                    DbStep::Commit,
+                    Retry::Transient,
+                    "the connection to the data source was lost before COMMIT: nothing was \
+                     committed"
+                        .into(),
+                ));
+            }
+            Ok(Ended::DeadAfter) => {
+                self.transaction = false;
+                return Err(DbError::new(
+                    DbStep::Commit,
+                    Retry::Transient,
+                    "the connection to the data source was lost during COMMIT: whether the \
+                     mail was committed is unknown, so it is deferred"
+                        .into(),
+                ));
+            }
+            Err(e) => return Err(e.error(DbStep::Commit, "COMMIT")),
         }
         self.transaction = false;
-        if connection_dead(conn) {
-            return Err(DbError::new(
-                DbStep::Commit,
-                Retry::Transient,
-                "the connection to the data source was lost during COMMIT: whether the mail \
-                 was committed is unknown, so it is deferred"
-                    .into(),
-            ));
-        }
+        // Committed: the switch back can only cost time, so its outcome is not waited for
+        // past the limit (a stalled one leaves the connection abandoned).
         if !matches!(
-            conn.set_autocommit(true),
-            SqlResult::Success(()) | SqlResult::SuccessWithInfo(())
+            self.bounded(|conn| succeeded(conn.set_autocommit(true))),
+            Ok(true)
         ) {
             crate::debug!("odbc: autocommit could not be switched back on after the commit");
         }
@@ -413,38 +533,44 @@ impl Backend for Odbc {
     }
 
     fn rollback(&mut self) -> Result<(), DbError> {
-        if !self.transaction || self.abandoned {
+        if !self.transaction || self.abandoned || self.conn.is_none() {
             // Abandoned: the server rolls back when the session ends with the process.
             return Ok(());
         }
-        let Some(conn) = &self.conn else {
-            return Ok(());
-        };
-        if !matches!(
-            conn.rollback(),
-            SqlResult::Success(()) | SqlResult::SuccessWithInfo(())
-        ) {
-            return Err(self.connection_error(DbStep::Execute, "SQLEndTran(ROLLBACK)"));
+        let rolled_back = self.bounded(|conn| {
+            let done = succeeded(conn.rollback());
+            if done {
+                let _ = conn.set_autocommit(true);
+            }
+            done
+        });
+        match rolled_back {
+            Ok(true) => {
+                self.transaction = false;
+                Ok(())
+            }
+            Ok(false) => Err(self.connection_error(DbStep::Execute, "SQLEndTran(ROLLBACK)")),
+            Err(e) => Err(e.error(DbStep::Execute, "ROLLBACK")),
         }
-        self.transaction = false;
-        let _ = conn.set_autocommit(true);
-        Ok(())
     }
 }
 
 impl Drop for Odbc {
+    /// Rolls back what is still open and disconnects, within the time limit too (a server
+    /// that stopped answering must not hold the exit status back); past it, or when the
+    /// connection was abandoned, the session ends with the process and nothing is committed.
     fn drop(&mut self) {
-        let Some(conn) = self.conn.take() else {
-            return;
-        };
-        if self.abandoned {
-            // The server ends the session when the process exits; nothing is committed.
-            std::mem::forget(conn);
-            return;
+        if self.conn.is_some() && !self.abandoned {
+            let transaction = self.transaction;
+            let _ = self.bounded(move |conn| {
+                if transaction {
+                    let _ = conn.rollback();
+                }
+                // SAFETY: this connection's own handle, freed here only: the `Odbc` forgets
+                // its copy below.
+                disconnect(unsafe { handles::Connection::new(conn.as_sys()) });
+            });
         }
-        if self.transaction {
-            let _ = conn.rollback();
-        }
-        disconnect(conn);
+        std::mem::forget(self.conn.take());
     }
 }
