@@ -14,6 +14,8 @@ use crate::macros::{Macros, Value};
 
 #[cfg(feature = "mysql")]
 mod mysql;
+#[cfg(any(feature = "mysql", feature = "odbc"))]
+mod mysql_errors;
 #[cfg(feature = "odbc")]
 mod odbc;
 #[cfg(feature = "postgres")]

@@ -454,38 +454,6 @@ fn set_socket_timeouts(fd: RawFd, timeout: Duration) -> io::Result<()> {
     Ok(())
 }
 
-/// MySQL/MariaDB error numbers after which the same delivery may work later.
-fn is_transient(code: u16) -> bool {
-    matches!(
-        code,
-        // lock wait timeout, deadlock, too many active transactions, NOWAIT lock
-        1205 | 1213 | 1637 | 3572
-        // too many connections / user connections / resource limits
-        | 1040 | 1203 | 1226
-        // server shutting down, connection aborted or killed
-        | 1053 | 1077 | 1079 | 1080 | 1152
-        // read-only server / fail-over in progress, conflicting global read lock (backups),
-        // a Galera node not yet synced ("WSREP has not yet prepared node")
-        | 1290 | 1836 | 1792 | 1223 | 1047
-        // disk or table full, storage engine errors, out of memory
-        | 1021 | 1114 | 1030 | 1037 | 1038 | 1041
-        // statement time limits, query interrupted, connection killed
-        | 1969 | 3024 | 1317 | 1927
-        // network read/write errors reported by the server; COMMIT/ROLLBACK failed
-        | 1158 | 1159 | 1160 | 1161 | 1180 | 1181
-        // a packet (message) over max_allowed_packet: usually seen as a reset connection,
-        // so classified the same; waits for the administrator (or MaxMessageSize)
-        | 1153
-        // prepared statement must be re-prepared (table changed meanwhile)
-        | 1615
-        // MySQL 8: disconnected for inactivity
-        | 4031
-        // client-side codes, as libmysqlclient and proxies report them: cannot connect,
-        // server gone away, lost connection
-        | 2002 | 2003 | 2006 | 2013 | 2055
-    )
-}
-
 /// The crate's error as a `DbError`: retry decided by the error number (no number: the
 /// connection or the driver failed, which is transient, except parameter mismatches, which
 /// are the configuration's).
@@ -493,7 +461,7 @@ fn error(step: DbStep, e: mysql::Error, limits: Limits) -> DbError {
     use mysql::{DriverError, Error as E};
     match e {
         E::MySqlError(server) => {
-            let retry = if is_transient(server.code) {
+            let retry = if super::mysql_errors::is_transient(server.code.into()) {
                 Retry::Transient
             } else {
                 Retry::Permanent
@@ -590,6 +558,9 @@ mod tests {
             ),
             (1615, Retry::Transient, "statement needs re-prepare"),
             (1047, Retry::Transient, "Galera node not ready"),
+            (1020, Retry::Transient, "snapshot isolation: record changed"),
+            (1412, Retry::Transient, "table definition changed"),
+            (3101, Retry::Transient, "rolled back by group replication"),
             (
                 1045,
                 Retry::Permanent,
@@ -648,6 +619,16 @@ mod tests {
         );
         assert_eq!(
             error(DbStep::Commit, server(1213), limits()).exit_code(),
+            ExitCode::TempFail
+        );
+        // MariaDB 11.6's snapshot isolation conflict defers like a deadlock.
+        assert_eq!(
+            error(DbStep::Execute, server(1020), limits()).exit_code(),
+            ExitCode::TempFail
+        );
+        // A resource limit under a syntax-error SQLSTATE: the number decides, even at prepare.
+        assert_eq!(
+            error(DbStep::Prepare, server(1226), limits()).exit_code(),
             ExitCode::TempFail
         );
     }

@@ -220,6 +220,13 @@ fn lock_wait_past_the_statement_timeout_defers() {
     assert_eq!(case.count(), 0);
 }
 
+/// MariaDB's snapshot isolation conflict (1020) defers (`scenarios`).
+#[test]
+fn a_snapshot_isolation_conflict_defers() {
+    let Some(store) = server() else { return };
+    crate::scenarios::mariadb_snapshot_conflict_defers(&store);
+}
+
 /// A statement that runs too long (MariaDB's max_statement_time): deferred, not bounced.
 #[test]
 fn slow_statement_past_the_statement_timeout_defers() {

@@ -679,6 +679,15 @@ fn a_commit_past_the_statement_limit_defers() {
     store.exec(&format!("DROP FUNCTION {t}_at_commit() CASCADE"));
 }
 
+/// MariaDB's snapshot isolation conflict (1020) defers through Connector/ODBC too, which
+/// reports it under SQLSTATE HY000 (`scenarios`).
+#[test]
+fn a_mariadb_snapshot_isolation_conflict_defers() {
+    if let Some(store) = stores::require("odbc mariadb", Odbc::mariadb_from_env()) {
+        crate::scenarios::mariadb_snapshot_conflict_defers(&store);
+    }
+}
+
 /// Four MTA processes delivering at once, 50 messages each: every one is stored once.
 #[test]
 fn parallel_deliveries_all_land() {

@@ -87,30 +87,8 @@ pub(super) fn diagnostics(handle_type: HandleType, handle: Handle) -> Vec<Diagno
 fn transient(dbms: Dbms, d: &Diagnostic) -> bool {
     let by_state = super::super::sqlstate_is_transient(&d.state);
     let by_native = match dbms {
-        // Server and client error numbers: lock wait, deadlock, too many connections, server
-        // gone or shutting down, read-only (fail-over), interrupted or timed-out query,
-        // out of memory or disk.
-        Dbms::MySql => matches!(
-            d.native,
-            1021 | 1037
-                | 1038
-                | 1040
-                | 1053
-                | 1203
-                | 1205
-                | 1213
-                | 1290
-                | 1317
-                | 1836
-                | 1927
-                | 1969
-                | 2002
-                | 2003
-                | 2006
-                | 2013
-                | 2055
-                | 4031
-        ),
+        // Server and client error numbers, the native backend's list.
+        Dbms::MySql => u32::try_from(d.native).is_ok_and(super::super::mysql_errors::is_transient),
         // SQLITE_BUSY, SQLITE_LOCKED, SQLITE_NOMEM, SQLITE_INTERRUPT (the watchdog),
         // SQLITE_IOERR, SQLITE_FULL, SQLITE_CANTOPEN.
         Dbms::Sqlite => matches!(d.native & 0xff, 5 | 6 | 7 | 9 | 10 | 13 | 14),
@@ -279,6 +257,35 @@ mod tests {
         }
         assert_eq!(retry(Dbms::MySql, "23000", 1048), Retry::Permanent);
         assert_eq!(retry(Dbms::MySql, "HY000", 1105), Retry::Permanent);
+    }
+
+    #[test]
+    fn mysql_error_numbers_are_the_native_backends() {
+        // Once missing here (permanent through Connector/ODBC), transient natively.
+        for native in [
+            1020, 1412, 3101, 1114, 1030, 1180, 1181, 1637, 3572, 1152, 1153, 1223, 1047, 1615,
+            3024,
+        ] {
+            assert_eq!(
+                retry(Dbms::MySql, "HY000", native),
+                Retry::Transient,
+                "{native}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_transient_mysql_number_wins_over_a_configuration_sqlstate() {
+        use crate::exit::ExitCode;
+        // max_queries_per_hour reached: SQLSTATE 42000, which alone means a wrong statement.
+        for step in [DbStep::Execute, DbStep::Prepare] {
+            let e = classify(step, Dbms::MySql, &[d("42000", 1226)], "x");
+            assert_eq!((e.step, e.retry), (step, Retry::Transient));
+            assert_eq!(e.exit_code(), ExitCode::TempFail);
+        }
+        // A real syntax error stays the configuration's.
+        let e = classify(DbStep::Execute, Dbms::MySql, &[d("42000", 1064)], "x");
+        assert_eq!(e.exit_code(), ExitCode::Config);
     }
 
     #[test]
