@@ -214,15 +214,27 @@ pub fn procedure_call(sql: &str) -> &str {
 }
 
 /// Whether an SQLSTATE says that trying again later can succeed: connection (08), resources
-/// (53, 57), deadlock or serialization (40001, PostgreSQL's 40P01), timeouts, lock not
-/// available (55P03), read-only transaction (25006, a fail-over).
+/// (53, 57), deadlock or serialization (40001, PostgreSQL's 40P01), a statement whose
+/// completion is unknown (40003), timeouts (ODBC's, and PostgreSQL's idle-in-transaction
+/// 25P03 and transaction 25P04), lock not available (55P03), read-only transaction (25006,
+/// a fail-over). The PostgreSQL backend and every ODBC driver share this list.
 pub fn sqlstate_is_transient(state: &str) -> bool {
     state.starts_with("08")
         || state.starts_with("57")
         || state.starts_with("53")
         || matches!(
             state,
-            "40001" | "40P01" | "HYT00" | "HYT01" | "S1T00" | "HY008" | "55P03" | "25006"
+            "40001"
+                | "40P01"
+                | "40003"
+                | "HYT00"
+                | "HYT01"
+                | "S1T00"
+                | "HY008"
+                | "25P03"
+                | "25P04"
+                | "55P03"
+                | "25006"
         )
 }
 

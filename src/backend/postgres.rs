@@ -481,22 +481,13 @@ fn describe(config: &Config) -> String {
     format!("PostgreSQL {hosts}/{}", config.get_dbname().unwrap_or(""))
 }
 
-/// SQLSTATEs after which the same delivery may well succeed later.
+/// SQLSTATEs after which the same delivery may well succeed later: the list every backend
+/// shares (`sqlstate_is_transient`: connection, resources, serialization, 40003, the
+/// 25P03/25P04 and 57014 time limits, lock not available, read-only…), plus PostgreSQL's
+/// system (58) and internal (XX) error classes.
 fn is_transient(sqlstate: &str) -> bool {
     let class = sqlstate.get(..2).unwrap_or("");
-    matches!(class, "08" | "53" | "58" | "XX")
-        || matches!(
-            sqlstate,
-            "40001" // serialization_failure
-                | "40P01" // deadlock_detected
-                | "55P03" // lock_not_available (lock_timeout)
-                | "57014" // query_canceled (statement_timeout)
-                | "57P01" // admin_shutdown
-                | "57P02" // crash_shutdown
-                | "57P03" // cannot_connect_now (starting up, recovering)
-                | "57P05" // idle_session_timeout
-                | "25006" // read_only_sql_transaction (a standby after fail-over)
-        )
+    super::sqlstate_is_transient(sqlstate) || matches!(class, "58" | "XX")
 }
 
 /// A driver error as a `DbError`: the server's message, detail and hint on one line, with its
@@ -566,8 +557,11 @@ mod tests {
     fn sqlstates_are_classified() {
         let transient = [
             "08000", "08001", "08003", "08006", "08P01", "40001", "40P01", "55P03", "57014",
-            "57P01", "57P02", "57P03", "53000", "53100", "53200", "53300", "53400", "25006",
-            "58000", "58030", "XX000", "XX001", "XX002",
+            "57P01", "57P02", "57P03", "57P05", "53000", "53100", "53200", "53300", "53400",
+            "25006", "58000", "58030", "XX000", "XX001", "XX002",
+            // idle_in_transaction_session_timeout, transaction_timeout (PostgreSQL 17),
+            // statement_completion_unknown
+            "25P03", "25P04", "40003",
         ];
         for code in transient {
             assert!(is_transient(code), "{code} should be transient");

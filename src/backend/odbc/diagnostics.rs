@@ -231,7 +231,7 @@ mod tests {
     fn transient_sqlstates() {
         for state in [
             "08001", "08S01", "08006", "40001", "40P01", "HYT00", "HYT01", "S1T00", "HY008",
-            "57014", "57P01", "53300", "53100", "55P03", "25006",
+            "57014", "57P01", "53300", "53100", "55P03", "25006", "25P03", "25P04", "40003",
         ] {
             assert_eq!(retry(Dbms::Other, state, 0), Retry::Transient, "{state}");
         }
