@@ -178,3 +178,59 @@ fn strace_shows_one_directory_fsync_per_wal_file() {
     assert!(fsyncs[0].contains("-wal>)"), "{second}");
     assert_eq!(s.count(), 2);
 }
+
+/// SQLite ignores a failed sync of the WAL's directory; the mark must not make that failure
+/// permanent. With every directory fsync of the first delivery failing, the WAL is not
+/// marked, and the next delivery syncs the directory again.
+#[test]
+fn a_failed_directory_sync_leaves_the_wal_unmarked() {
+    if !strace_available() {
+        return;
+    }
+    let s = Setup::standard("");
+    if !attributes_supported(&s) {
+        return;
+    }
+    // Which fsyncs are the directory's, in a first delivery into a store just like it.
+    let probe = Setup::standard("");
+    let dir = probe.dir.path().canonicalize().unwrap();
+    let trace = probe.delivery_straced("Subject: hi\n\nhello\n", "fsync", "strace");
+    let fsyncs: Vec<&str> = trace.lines().filter(|l| l.contains("fsync(")).collect();
+    let dir_fsync = format!("<{}>)", dir.display());
+    let at: Vec<usize> = (1..=fsyncs.len())
+        .filter(|&i| fsyncs[i - 1].contains(&dir_fsync))
+        .collect();
+    // The last two: SQLite's at the commit and virt_mail's own after it (a first delivery
+    // also syncs it for the rollback journal of the switch to WAL mode).
+    let [.., first, second] = at[..] else {
+        panic!("SQLite's and virt_mail's own directory fsyncs:\n{trace}");
+    };
+    let inject = format!(
+        "inject=fsync:error=EIO:when={first}..{second}+{}",
+        second - first
+    );
+    let out = s
+        .run()
+        .args(["--debug", "-l", "alice"])
+        .stdin("Subject: hi\n\nhello\n")
+        .wrapped_output(&[
+            "strace",
+            "-f",
+            "-e",
+            "trace=fsync",
+            "-e",
+            &inject,
+            "-o",
+            "/dev/null",
+        ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("directory not synced"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(mark(&wal(&s)), None);
+    let err = deliver(&s);
+    assert!(err.contains(SYNCED) && !err.contains(TRUSTED), "{err}");
+    assert_eq!(s.count(), 2);
+}

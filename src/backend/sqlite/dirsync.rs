@@ -38,11 +38,23 @@ pub fn durable(wal: &CStr) -> bool {
 /// synced the WAL, and with it the directory, unless `open` found the mark and left that
 /// out. So a WAL without the mark gets it now. Best effort: without it, the next delivery
 /// syncs the directory again.
+///
+/// SQLite ignores a failure to open or sync the directory, so the mark follows a sync of
+/// our own that succeeded (once per WAL file: the next delivery finds the mark).
 pub fn remember(wal: &str) {
     let Ok(path) = CString::new(wal) else {
         return;
     };
     if durable(&path) {
+        return;
+    }
+    let directory = Path::new(wal)
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty());
+    let synced =
+        std::fs::File::open(directory.unwrap_or(Path::new("."))).and_then(|d| d.sync_all());
+    if let Err(e) = synced {
+        crate::debug!("sqlite: {wal}: directory not synced ({e}): not marked");
         return;
     }
     let marked = identity(&path).map_or_else(
