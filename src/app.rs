@@ -425,8 +425,8 @@ fn unknown_recipient(
     debug!("Fallback: {}", fallback::describe(&prepared));
     // The Fallback reads the message as the MTA gave it: our own standard input, or (when
     // it was already read for header macros) the same bytes without our header lines.
-    let input = match &message {
-        Some(message) => Input::Bytes(message.input()),
+    let input = match message {
+        Some(message) => Input::Bytes(message.leak_input()),
         None => Input::Inherit,
     };
     match fallback::run(

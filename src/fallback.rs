@@ -221,11 +221,12 @@ fn rewrite_script(script: &str, macros: &Macros<'_>, env: &mut Vec<(String, OsSt
 }
 
 /// What the Fallback reads on standard input.
-pub enum Input<'a> {
+pub enum Input {
     /// Our own standard input, not yet read: the child reads the message directly.
     Inherit,
-    /// The message, already read; written to the child's stdin by a thread.
-    Bytes(&'a [u8]),
+    /// The message, already read (and kept until the process exits: no copy for the
+    /// thread that writes it to the child's stdin).
+    Bytes(&'static [u8]),
 }
 
 /// Starts the Fallback with `RECIPIENT` and the macro variables in its environment, passes
@@ -234,7 +235,7 @@ pub enum Input<'a> {
 pub fn run(
     prepared: &Prepared,
     recipient: &str,
-    input: Input<'_>,
+    input: Input,
     timeout: Duration,
 ) -> Result<Outcome, Error> {
     let program = prepared.argv[0].to_string_lossy().into_owned();
@@ -261,10 +262,9 @@ pub fn run(
     let drains = start_drains(&mut child);
     let feeder = match (input, child.stdin.take()) {
         (Input::Bytes(bytes), Some(mut stdin)) => {
-            let bytes = bytes.to_vec();
             Some(thread::spawn(move || {
                 // A child that stops reading early gets EPIPE here; its status decides.
-                let _ = stdin.write_all(&bytes);
+                let _ = stdin.write_all(bytes);
             }))
         }
         _ => None,

@@ -83,6 +83,13 @@ impl Message {
             Body::Spooled(mapped) => mapped.leak(),
         }
     }
+
+    /// `input`, kept until the process exits (`leak`): for a thread that writes it to a
+    /// Fallback, without a copy of the message.
+    pub fn leak_input(self) -> &'static [u8] {
+        let header_len = self.header_len;
+        &self.leak()[header_len..]
+    }
 }
 
 /// The lines qmail-local and courier pass in the environment, in the original's order:

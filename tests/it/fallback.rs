@@ -480,3 +480,27 @@ fn assembled_scripts_run_no_value_as_code_in_dash_or_bash() {
     // Both outcomes are exercised: refusal alone would prove nothing.
     assert!(refused > 20 && ran > 200, "refused {refused}, ran {ran}");
 }
+
+/// A message read before Verify (for a header macro) is written to the Fallback from where
+/// it is, not from a copy: peak RSS grows by the message (its mapping, read through) and
+/// not by twice it.
+#[test]
+fn a_message_read_early_reaches_the_fallback_without_a_copy() {
+    let s = Setup::new(
+        "Verify = SELECT name, folder FROM users WHERE name = '$local' AND '$subject' <> ''\n\
+         Deliver = INSERT INTO mail (recipient, body) VALUES ($1, $message)\n\
+         Fallback = /bin/sh -c \"cat >/dev/null\"",
+        "",
+    );
+    let peak = |len: usize| {
+        let mut body = b"Subject: big\n\n".to_vec();
+        body.extend(pseudo_random(len));
+        s.run().args(["-l", "carol"]).stdin(body).peak_rss_kb(0)
+    };
+    let (small, large) = (peak(1 << 20), peak(16 << 20));
+    // 15 MiB more message, read through its mapping; a copy would add 15 MiB more.
+    assert!(
+        large - small <= (15 + 4) * 1024,
+        "peak RSS {small} KiB at 1 MiB, {large} KiB at 16 MiB"
+    );
+}
