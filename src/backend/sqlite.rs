@@ -84,7 +84,7 @@ impl Sqlite {
         let mut conn = opened.map_err(|e| error(DbStep::Connect, e, &format!("{path}: ")))?;
         set_busy_wait(&mut conn, limits.statement)
             .map_err(|e| error(DbStep::Connect, e, &format!("{path}: ")))?;
-        let setup = || -> rusqlite::Result<u64> {
+        let setup = || -> rusqlite::Result<(u64, String)> {
             // One process per message: the default checkpoint on close (and the automatic
             // one after commits) would cost a second fsync per delivery and delete the WAL
             // file each time. Instead the WAL is checkpointed once it is long, and then
@@ -94,24 +94,40 @@ impl Sqlite {
             conn.execute_batch(SETTINGS)?;
             let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0))?;
             let page_size: u32 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
-            if !mode.eq_ignore_ascii_case("wal") {
+            let mode = if mode.eq_ignore_ascii_case("wal") {
+                mode
+            } else {
                 let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
                 crate::debug!("sqlite: journal_mode set to {mode}");
-            }
-            Ok(u64::from(page_size))
+                mode
+            };
+            Ok((u64::from(page_size), mode))
         };
         // Opening while another process switches the journal mode or rebuilds the WAL index
         // can report SQLITE_BUSY without consulting the busy handler: retry until the limit.
         let deadline = Instant::now() + limits.connect;
-        let page_size = loop {
+        let (page_size, mode) = loop {
             match setup() {
-                Ok(page_size) => break page_size,
+                Ok(set) => break set,
                 Err(e) if busy(&e) && Instant::now() < deadline => {
                     std::thread::sleep(Duration::from_millis(5));
                 }
                 Err(e) => return Err(error(DbStep::Connect, e, &format!("{path}: "))),
             }
         };
+        // Every durability argument here is the WAL's (one fsync per commit, the directory
+        // synced, `wal_reuse`); SQLite keeps another mode only for a database it cannot give
+        // a WAL (in memory, or on a VFS without shared memory). Not a place for mail.
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(DbError::new(
+                DbStep::Connect,
+                Retry::Transient,
+                format!(
+                    "{path}: journal mode {mode}, not WAL: SQLite cannot keep a WAL here (an \
+                     in-memory or temporary database cannot keep mail)"
+                ),
+            ));
+        }
         // After the settings: `wal_autocheckpoint` replaces the connection's WAL hook.
         let wal_synced = Arc::new(AtomicBool::new(false));
         let wal_frames = Arc::new(AtomicU64::new(0));

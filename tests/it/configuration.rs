@@ -243,3 +243,17 @@ fn a_verify_without_a_result_set_finds_nobody() {
     assert!(text(&out.stdout).contains("No mailbox for alice@"));
     assert_eq!(s.count(), 0);
 }
+
+/// A data source where SQLite cannot keep a WAL (`sqlite::memory:`, a typo away from a
+/// path) would take the message into memory that is gone at exit: the mail waits instead.
+#[test]
+fn an_sqlite_store_without_a_wal_defers_instead_of_losing_the_mail() {
+    let s = Setup::standard("");
+    s.write_config("[Options]\nDSN = sqlite::memory:\nDeliver = SELECT length($message)\n");
+    let out = s.run().args(["-l", "alice"]).expect(75);
+    assert!(
+        text(&out.stderr).contains("not WAL"),
+        "{}",
+        text(&out.stderr)
+    );
+}
