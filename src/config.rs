@@ -139,13 +139,17 @@ impl Config {
         let mode = file.metadata().map_err(open_error)?.permissions().mode();
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes).map_err(open_error)?;
-        let text = String::from_utf8(bytes).map_err(|e| {
+        // The original read bytes, so a file written for it may hold Latin-1 (a comment, a
+        // bounce text). Such a file is read as Latin-1: each byte is the character its
+        // author typed, and no file is refused for its encoding.
+        let text = String::from_utf8(bytes).unwrap_or_else(|e| {
             let line = 1 + e.as_bytes()[..e.utf8_error().valid_up_to()]
                 .iter()
                 .filter(|&&b| b == b'\n')
                 .count();
-            invalid(format!("line {line}: not valid UTF-8"))
-        })?;
+            crate::debug!("configuration line {line} is not UTF-8: the file is read as Latin-1");
+            e.into_bytes().into_iter().map(char::from).collect()
+        });
         let ini =
             ini::parse(&text).map_err(|e| invalid(format!("line {}: {}", e.line, e.reason)))?;
         if mode & 0o022 != 0 {

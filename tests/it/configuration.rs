@@ -257,3 +257,20 @@ fn an_sqlite_store_without_a_wal_defers_instead_of_losing_the_mail() {
         text(&out.stderr)
     );
 }
+
+/// A file written for the original may be in Latin-1: it is read as such, comments and
+/// bounce texts alike, instead of refusing every delivery for one byte.
+#[test]
+fn a_latin1_configuration_file_works() {
+    let s = Setup::standard("");
+    let mut file = format!(
+        "[Options]\nDSN = sqlite:{}\n{OPTIONS}\n; Empf",
+        s.db.display()
+    )
+    .into_bytes();
+    file.extend(b"\xe4nger unbekannt\n[Bounce]\nUserUnknown = Kein Empf\xe4nger $local\n");
+    std::fs::write(&s.config, file).unwrap();
+    s.run().args(["-l", "alice"]).expect(0);
+    let out = s.run().args(["-l", "carol"]).expect(67);
+    assert_eq!(text(&out.stdout), "\nKein Empfänger carol\n");
+}
