@@ -230,8 +230,15 @@ impl Postgres {
             Ok(result) => result,
             Err(RecvTimeoutError::Timeout) => {
                 self.abandoned = true;
+                // statement_timeout does not stop a COMMIT's own work (deferred triggers):
+                // the server may still commit after we gave up.
+                let unknown = if step == DbStep::Commit {
+                    ": the outcome of the COMMIT is unknown, so the mail is deferred"
+                } else {
+                    ""
+                };
                 Err(gone(&format!(
-                    "no answer from the server within {} s (StatementTimeout + {} s); \
+                    "no answer from the server within {} s (StatementTimeout + {} s){unknown}; \
                      connection abandoned",
                     self.call_limit.as_secs_f64() - BACKSTOP_GRACE.as_secs_f64(),
                     BACKSTOP_GRACE.as_secs()
