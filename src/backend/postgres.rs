@@ -238,8 +238,9 @@ impl Postgres {
                     ""
                 };
                 Err(gone(&format!(
-                    "no answer from the server within {} s (StatementTimeout + {} s){unknown}; \
-                     connection abandoned",
+                    "no answer from the server within {} s (StatementTimeout = {} s, plus {} \
+                     s){unknown}; connection abandoned",
+                    self.call_limit.as_secs_f64(),
                     self.call_limit.as_secs_f64() - BACKSTOP_GRACE.as_secs_f64(),
                     BACKSTOP_GRACE.as_secs()
                 )))
