@@ -89,6 +89,24 @@ pub fn commit_guarded<T, E>(commit: impl FnOnce() -> Result<T, E>) -> Result<T, 
     result
 }
 
+/// Keeps process signals off the calling thread (a database connection's own). The handlers
+/// decide the exit status from whether the delivery is committed, and `commit_guarded` holds
+/// signals on the main thread while COMMIT runs; a signal taken by another thread during
+/// COMMIT would slip past that guard. Faults raised by the thread's own code (SIGSEGV,
+/// SIGBUS, SIGFPE, SIGILL) stay unblocked.
+pub fn keep_off_this_thread() {
+    let mut set = SigSet::all();
+    for fault in [
+        Signal::SIGSEGV,
+        Signal::SIGBUS,
+        Signal::SIGFPE,
+        Signal::SIGILL,
+    ] {
+        set.remove(fault);
+    }
+    let _ = signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), None);
+}
+
 /// Whether a delivery has been committed (a late panic must then still report success).
 pub fn committed() -> bool {
     COMMITTED.load(Ordering::SeqCst)

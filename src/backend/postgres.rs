@@ -50,7 +50,6 @@ use std::str::FromStr;
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
 use std::time::Duration;
 
-use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
 use postgres::config::{Host, SslMode};
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::types::Type;
@@ -139,7 +138,7 @@ impl Postgres {
         std::thread::Builder::new()
             .name("postgres".into())
             .spawn(move || {
-                block_signals();
+                crate::signals::keep_off_this_thread();
                 let before = direct::open_fds();
                 let mut client = match config.connect(NoTls) {
                     Ok(client) => client,
@@ -387,24 +386,6 @@ fn unlimited_if_zero(limit: Duration) -> Duration {
     } else {
         limit
     }
-}
-
-/// Keeps process signals off the connection's thread. The handlers in `signals.rs` decide the
-/// exit status from whether the delivery is committed, and `commit_guarded` holds signals on
-/// the main thread while COMMIT runs; a signal taken by this thread during COMMIT would
-/// slip past that guard. Faults raised by this thread's own code (SIGSEGV, SIGBUS, SIGFPE,
-/// SIGILL) stay unblocked.
-fn block_signals() {
-    let mut set = SigSet::all();
-    for fault in [
-        Signal::SIGSEGV,
-        Signal::SIGBUS,
-        Signal::SIGFPE,
-        Signal::SIGILL,
-    ] {
-        set.remove(fault);
-    }
-    let _ = pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), None);
 }
 
 /// `POSTGRES://` → `postgres://`: the crate's URL parser only knows the lower-case schemes.

@@ -114,7 +114,12 @@ pub struct Odbc {
     abandoned: bool,
     /// The connect strings and passwords, masked out of every message.
     secrets: Vec<String>,
+    /// The connection's thread, which logged in and runs the bounded calls (`Odbc::bounded`).
+    worker: mpsc::Sender<Call>,
 }
+
+/// A call on the connection, run by its worker thread.
+type Call = Box<dyn FnOnce(&handles::Connection<'static>) + Send>;
 
 /// Allocates a connection handle and logs in; runs on the connection thread.
 fn login(
@@ -213,8 +218,6 @@ enum Unanswered {
     Stalled(std::time::Duration),
     /// Its thread ended without an answer (a panic in the driver's wrapper).
     Lost,
-    /// No thread could be started: nothing was sent.
-    NoThread(std::io::Error),
     /// The connection is closed or was abandoned earlier.
     Closed,
 }
@@ -236,9 +239,6 @@ impl Unanswered {
                 WATCHDOG_GRACE.as_secs()
             ),
             Unanswered::Lost => format!("{what} ended without an answer{unknown}"),
-            Unanswered::NoThread(e) => {
-                format!("cannot start a thread for {what} ({e}): nothing was sent")
-            }
             Unanswered::Closed => format!("{what}: the ODBC connection is closed"),
         };
         DbError::new(step, Retry::Transient, message)
@@ -340,16 +340,33 @@ impl Odbc {
         // Some drivers (Virtuoso's, MariaDB's) ignore the login timeout while a server that
         // accepted the connection does not answer: the login runs on its own thread, and is
         // given up (the mail waits) when it takes too long.
+        // The same thread then runs the bounded calls (`Odbc::bounded`): a driver may set
+        // up state for every thread that calls it (a thread of its own for them cost
+        // Virtuoso's 0.2–0.7 ms CPU per delivery).
         let (sender, receiver) = mpsc::channel();
+        let (calls, inbox) = mpsc::channel::<Call>();
         let spawned = std::thread::Builder::new()
-            .name("odbc-connect".into())
+            .name("odbc-connection".into())
             .spawn({
                 let secrets = secrets.clone();
                 move || {
+                    crate::signals::keep_off_this_thread();
                     let result = login(env, &text, limits, &secrets);
+                    let handle = result.as_ref().ok().map(|(conn, _)| SendDbc(conn.as_sys()));
                     if let Err(mpsc::SendError(Ok((conn, _)))) = sender.send(result) {
                         // Given up on meanwhile: nobody will use this connection.
                         disconnect(conn);
+                        return;
+                    }
+                    let Some(handle) = handle else {
+                        return;
+                    };
+                    // SAFETY: a live connection handle, borrowed: never freed through this
+                    // value (the `Odbc` owns it).
+                    let conn =
+                        std::mem::ManuallyDrop::new(unsafe { handles::Connection::new(handle.0) });
+                    for call in inbox {
+                        call(&conn);
                     }
                 }
             });
@@ -372,37 +389,34 @@ impl Odbc {
             limits,
             transaction: false,
             abandoned: false,
+            worker: calls,
             secrets,
         })
     }
 
-    /// Runs `work` on the connection from a thread of its own and waits at most the
+    /// Runs `work` on the connection's thread (the one that logged in) and waits at most the
     /// statement limit plus the watchdog's grace. ODBC's query timeout is a statement
     /// attribute: nothing bounds SQLEndTran (a deferred trigger can make COMMIT run for as
     /// long as it likes) or a connection attribute the driver sends to the server, and the
     /// statement watchdog has no statement to cancel there. Past the limit the connection
     /// is abandoned to that thread (never used or freed again; the session ends with the
-    /// process). The thread inherits the caller's signal mask: held during COMMIT
-    /// (`signals::commit_guarded`), so no signal is taken behind the guard's back.
+    /// process). The thread takes no process signals (`signals::keep_off_this_thread`), so
+    /// none is taken behind `commit_guarded`'s back.
     fn bounded<R: Send + 'static>(
         &mut self,
         work: impl FnOnce(&handles::Connection<'static>) -> R + Send + 'static,
     ) -> Result<R, Unanswered> {
-        let Some(conn) = self.conn.as_ref().filter(|_| !self.abandoned) else {
+        if self.conn.is_none() || self.abandoned {
             return Err(Unanswered::Closed);
-        };
-        let handle = SendDbc(conn.as_sys());
+        }
         let (sender, receiver) = mpsc::sync_channel(1);
-        std::thread::Builder::new()
-            .name("odbc-call".into())
-            .spawn(move || {
-                let handle = handle;
-                // SAFETY: a live connection handle, borrowed: never freed through this value.
-                let conn =
-                    std::mem::ManuallyDrop::new(unsafe { handles::Connection::new(handle.0) });
-                let _ = sender.send(work(&conn));
-            })
-            .map_err(Unanswered::NoThread)?;
+        let call: Call = Box::new(move |conn| {
+            let _ = sender.send(work(conn));
+        });
+        if self.worker.send(call).is_err() {
+            self.abandoned = true;
+            return Err(Unanswered::Lost);
+        }
         let limit = self.limits.statement + WATCHDOG_GRACE;
         match receiver.recv_timeout(limit) {
             Ok(answer) => Ok(answer),
@@ -490,6 +504,11 @@ impl Backend for Odbc {
             } else if connection_dead(conn) {
                 Ended::DeadAfter
             } else {
+                // Committed: the switch back on can only cost time; in the same call, since
+                // each call is a round trip to the worker thread.
+                if !succeeded(conn.set_autocommit(true)) {
+                    crate::debug!("odbc: autocommit could not be switched back on after COMMIT");
+                }
                 Ended::Committed
             }
         });
@@ -521,14 +540,6 @@ impl Backend for Odbc {
             Err(e) => return Err(e.error(DbStep::Commit, "COMMIT")),
         }
         self.transaction = false;
-        // Committed: the switch back can only cost time, so its outcome is not waited for
-        // past the limit (a stalled one leaves the connection abandoned).
-        if !matches!(
-            self.bounded(|conn| succeeded(conn.set_autocommit(true))),
-            Ok(true)
-        ) {
-            crate::debug!("odbc: autocommit could not be switched back on after the commit");
-        }
         Ok(())
     }
 
