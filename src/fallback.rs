@@ -594,6 +594,19 @@ mod tests {
             ("sh -c 'echo $local | timeout 5 perl'", "`perl` on its"),
             ("sh -c 'echo $local | psql mail'", "`psql` on its"),
             ("sh -c 'cat <<EOF | sh\n$sender\nEOF'", "`sh` on its"),
+            ("sh -c 'echo $local | sudo -u mail sh'", "`sh` on its"),
+            (
+                "sh -c 'echo $local | flock /run/x.lock bash'",
+                "`bash` on its",
+            ),
+            (
+                "sh -c 'echo $local | timeout -s KILL 5 perl'",
+                "`perl` on its",
+            ),
+            (
+                "sh -c 'echo $local | xargs -I{} sh -c \"echo {}\"'",
+                "`xargs` on its",
+            ),
             (
                 "sh -c 'mysql mail <<-E\n\tINSERT $sender\n\tE'",
                 "`mysql` on its",
@@ -624,6 +637,8 @@ mod tests {
             "sh -c 'cat <<EOF | mail -s unknown postmaster\nNo mailbox $local\nEOF'",
             "sh -c \"cat <<'EOF' | sh\nno macro here: \\$sender\nEOF\"",
             "sh -c 'echo $local | perl /usr/local/bin/deliver'",
+            "sh -c 'echo $local | xargs -0 procmail -d'",
+            "sh -c 'echo $sender | sudo -u mail procmail -d alice'",
             "sh -c 'echo $local | python3 -c \"import sys; print(sys.stdin.read())\"'",
         ] {
             if let Err(e) = FallbackCommand::parse(line) {

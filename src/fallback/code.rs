@@ -554,23 +554,41 @@ fn evaluates_its_words(texts: &[&str], words: &[sh::Word<'_>]) -> Option<String>
 /// before them in a pipeline (`echo "$sender" | sh`) or in a here-document is code.
 /// `texts` from the command's name on; the program's name, if it is one of them.
 fn reads_code_on_stdin<'a>(texts: &[&'a str]) -> Option<&'a str> {
-    // Past wrappers that run the rest as a command, their options and their arguments.
+    // Past wrappers that run the rest as a command: their options (with the arguments of
+    // those that take one) and the operands before the command (`timeout 5`, `flock FILE`).
     let mut at = 0;
     while let Some(w) = texts.get(at) {
-        let name = Path::new(w)
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("");
-        match name {
-            "env" | "nice" | "nohup" | "setsid" | "stdbuf" | "ionice" | "timeout" | "sudo"
-            | "doas" | "chroot" | "flock" | "xargs" => at += 1,
-            _ if w.starts_with('-')
-                || is_assignment(w)
-                || w.starts_with(|c: char| c.is_ascii_digit()) =>
-            {
-                at += 1
+        let name = Path::new(w).file_name().and_then(|n| n.to_str());
+        let Some(&(wrapper, with_argument, operands)) =
+            name.and_then(|n| WRAPPERS.iter().find(|(wrapper, ..)| *wrapper == n))
+        else {
+            break;
+        };
+        let start = at;
+        at += 1;
+        let mut left = operands;
+        while let Some(w) = texts.get(at) {
+            if let Some(option) = w.strip_prefix('-').filter(|o| !o.is_empty()) {
+                // `-u mail` takes the next word; `-umail` and `--user=mail` do not.
+                let takes = option.len() == 1 && with_argument.contains(option);
+                at += 1 + usize::from(takes);
+            } else if is_assignment(w) && wrapper == "env" {
+                at += 1;
+            } else if left > 0 {
+                left -= 1;
+                at += 1;
+            } else {
+                break;
             }
-            _ => break,
+        }
+        // `xargs -I {} sh -c '… {} …'`: what it reads becomes text of a script.
+        let replaces =
+            |w: &&str| w.starts_with("-I") || w.starts_with("-i") || w.starts_with("--replace");
+        if wrapper == "xargs"
+            && texts[start..at].iter().any(replaces)
+            && find_evaluator(&texts[at..]).is_some()
+        {
+            return Some(texts[start]);
         }
     }
     let program = *texts.get(at)?;
@@ -599,6 +617,25 @@ fn reads_code_on_stdin<'a>(texts: &[&'a str]) -> Option<&'a str> {
     };
     stdin.then_some(program)
 }
+
+/// Programs that run the command in their other words, for `reads_code_on_stdin`: the
+/// short options that take the next word as their argument, and how many operands come
+/// before the command.
+const WRAPPERS: &[(&str, &str, usize)] = &[
+    ("env", "uCS", 0),
+    ("nice", "n", 0),
+    ("nohup", "", 0),
+    ("setsid", "", 0),
+    ("stdbuf", "ioe", 0),
+    ("ionice", "cnp", 0),
+    ("timeout", "sk", 1),
+    ("sudo", "ugCDhprtU", 0),
+    ("doas", "uC", 0),
+    ("chroot", "", 1),
+    ("flock", "wEc", 1),
+    ("xargs", "aEILnPsd", 0),
+    ("time", "fo", 0),
+];
 
 /// The macros a word refers to that a Fallback may be given (the rest stay as written).
 fn macros_in(word: &str) -> impl Iterator<Item = &str> {
