@@ -31,8 +31,10 @@
 //!   still running past the limit (MariaDB's and SQLite's drivers accept the timeout but do
 //!   not enforce it). A statement that times out is not freed: Virtuoso's driver would wait
 //!   for the server to finish it. COMMIT, ROLLBACK, the autocommit switch and the disconnect
-//!   have no query timeout: each runs on a thread that is given up on at the same limit
-//!   (`Odbc::bounded`); a COMMIT given up on defers the mail, its outcome unknown.
+//!   have no query timeout: past the same limit a watchdog shuts the connection's sockets
+//!   down under the call, which the driver then fails (`Odbc::bounded`); a COMMIT so
+//!   interrupted defers the mail, its outcome unknown. Every call stays on the one thread
+//!   (MariaDB's driver, called from a second thread for COMMIT, aborted with a double free).
 //! - **Errors** keep every diagnostic record (SQLSTATE, native code, text) and are classified
 //!   by SQLSTATE, plus MySQL/MariaDB error numbers and SQLite result codes, which those drivers
 //!   report under the catch-all `HY000`. A statement the database rejects as wrong (42xxx…)
@@ -62,10 +64,12 @@ use crate::macros::{Macros, Placeholder};
 mod diagnostics;
 mod dsn;
 mod statement;
+mod watchdog;
 
 use diagnostics::{Dbms, Diagnostic, classify, diagnostics, scrub, secrets, timed_out};
 use dsn::{Resolved, VIRTUOSO_DRIVERS, call_escape, call_hint, resolve, virtuoso_driver};
 use statement::{WATCHDOG_GRACE, nul_terminated};
+use watchdog::{INTERRUPT_GRACE, Watchdog};
 
 /// The process's ODBC environment, made on first use. `handles::Environment` is `Send` but not
 /// `Sync`; it is only ever used to allocate connection handles, which ODBC allows from any
@@ -114,12 +118,10 @@ pub struct Odbc {
     abandoned: bool,
     /// The connect strings and passwords, masked out of every message.
     secrets: Vec<String>,
-    /// The connection's thread, which logged in and runs the bounded calls (`Odbc::bounded`).
-    worker: mpsc::Sender<Call>,
+    /// The sockets the driver opened for this connection, shut down under a call that
+    /// outlives its time limit (`Odbc::bounded`).
+    sockets: Vec<i32>,
 }
-
-/// A call on the connection, run by its worker thread.
-type Call = Box<dyn FnOnce(&handles::Connection<'static>) + Send>;
 
 /// Allocates a connection handle and logs in; runs on the connection thread.
 fn login(
@@ -203,21 +205,10 @@ enum Ended {
     DeadAfter,
 }
 
-/// A connection handle lent to the thread of one bounded call (`Odbc::bounded`).
-#[derive(Clone, Copy)]
-struct SendDbc(sys::HDbc);
-
-// SAFETY: ODBC allows a connection to be used from any thread. The main thread waits while
-// the call runs, and one it gave up waiting for keeps the handle: `abandoned` is set, so the
-// connection is never used or freed again.
-unsafe impl Send for SendDbc {}
-
 /// Why a bounded call gave no answer.
 enum Unanswered {
-    /// Still running at the limit: the connection is abandoned to it.
+    /// Still running at the limit: interrupted, and the connection abandoned.
     Stalled(std::time::Duration),
-    /// Its thread ended without an answer (a panic in the driver's wrapper).
-    Lost,
     /// The connection is closed or was abandoned earlier.
     Closed,
 }
@@ -238,7 +229,6 @@ impl Unanswered {
                 limit.saturating_sub(WATCHDOG_GRACE).as_secs(),
                 WATCHDOG_GRACE.as_secs()
             ),
-            Unanswered::Lost => format!("{what} ended without an answer{unknown}"),
             Unanswered::Closed => format!("{what}: the ODBC connection is closed"),
         };
         DbError::new(step, Retry::Transient, message)
@@ -252,40 +242,68 @@ impl Unanswered {
 /// sockets this process has; anything else (a unix socket, a pipe) is left alone.
 fn no_delay_on_tcp_sockets() {
     use nix::libc;
-    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
-        return;
-    };
-    for entry in dir.flatten() {
-        let Some(fd) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<i32>().ok())
-        else {
+    for (fd, domain) in sockets() {
+        if !matches!(domain, libc::AF_INET | libc::AF_INET6) {
             continue;
-        };
-        let mut domain: libc::c_int = 0;
-        let mut len = size_of::<libc::c_int>() as libc::socklen_t;
-        // SAFETY: getsockopt/setsockopt with correctly sized buffers on a descriptor number;
-        // on anything that is not a TCP socket they fail or are skipped, and nothing is
+        }
+        let one: libc::c_int = 1;
+        let size = size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: setsockopt with a correctly sized buffer on a socket descriptor; nothing is
         // closed or changed but the option.
-        unsafe {
-            let ptr = (&raw mut domain).cast();
-            if libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_DOMAIN, ptr, &mut len) != 0
-                || !matches!(domain, libc::AF_INET | libc::AF_INET6)
-            {
-                continue;
-            }
-            let one: libc::c_int = 1;
-            let size = size_of::<libc::c_int>() as libc::socklen_t;
-            let ok = libc::setsockopt(
+        let ok = unsafe {
+            libc::setsockopt(
                 fd,
                 libc::IPPROTO_TCP,
                 libc::TCP_NODELAY,
                 (&raw const one).cast(),
                 size,
-            ) == 0;
-            crate::debug!("odbc: TCP_NODELAY on descriptor {fd}: {ok}");
-        }
+            )
+        } == 0;
+        crate::debug!("odbc: TCP_NODELAY on descriptor {fd}: {ok}");
+    }
+}
+
+/// The process's open descriptors.
+fn descriptors() -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok()))
+        .collect()
+}
+
+/// The socket descriptors among them, with their address family.
+fn sockets() -> Vec<(i32, nix::libc::c_int)> {
+    use nix::libc;
+    descriptors()
+        .into_iter()
+        .filter_map(|fd| {
+            let mut domain: libc::c_int = 0;
+            let mut len = size_of::<libc::c_int>() as libc::socklen_t;
+            // SAFETY: getsockopt with a correctly sized buffer; on a descriptor that is not
+            // a socket it fails.
+            let ret = unsafe {
+                libc::getsockopt(
+                    fd,
+                    libc::SOL_SOCKET,
+                    libc::SO_DOMAIN,
+                    (&raw mut domain).cast(),
+                    &mut len,
+                )
+            };
+            (ret == 0).then_some((fd, domain))
+        })
+        .collect()
+}
+
+/// Shuts the connection's sockets down, both ways: a driver blocked on one of them then
+/// fails its call as a lost connection. The descriptors stay open (the driver owns them).
+fn shut_down(sockets: &[i32]) {
+    for &fd in sockets {
+        // SAFETY: shutdown(2) on a descriptor number changes no memory; at worst it fails.
+        let ok = unsafe { nix::libc::shutdown(fd, nix::libc::SHUT_RDWR) } == 0;
+        crate::debug!("odbc: socket {fd} shut down: {ok}");
     }
 }
 
@@ -340,33 +358,18 @@ impl Odbc {
         // Some drivers (Virtuoso's, MariaDB's) ignore the login timeout while a server that
         // accepted the connection does not answer: the login runs on its own thread, and is
         // given up (the mail waits) when it takes too long.
-        // The same thread then runs the bounded calls (`Odbc::bounded`). Measured through
-        // Virtuoso's driver: calls from a further thread cost 0.2–0.7 ms more per delivery,
-        // from this one nothing measurable (PERFORMANCE.md).
+        // Sockets only: listing the descriptors opens one of its own, free again afterwards.
+        let before: Vec<i32> = sockets().into_iter().map(|(fd, _)| fd).collect();
         let (sender, receiver) = mpsc::channel();
-        let (calls, inbox) = mpsc::channel::<Call>();
         let spawned = std::thread::Builder::new()
-            .name("odbc-connection".into())
+            .name("odbc-connect".into())
             .spawn({
                 let secrets = secrets.clone();
                 move || {
-                    crate::signals::keep_off_this_thread();
                     let result = login(env, &text, limits, &secrets);
-                    let handle = result.as_ref().ok().map(|(conn, _)| SendDbc(conn.as_sys()));
                     if let Err(mpsc::SendError(Ok((conn, _)))) = sender.send(result) {
                         // Given up on meanwhile: nobody will use this connection.
                         disconnect(conn);
-                        return;
-                    }
-                    let Some(handle) = handle else {
-                        return;
-                    };
-                    // SAFETY: a live connection handle, borrowed: never freed through this
-                    // value (the `Odbc` owns it).
-                    let conn =
-                        std::mem::ManuallyDrop::new(unsafe { handles::Connection::new(handle.0) });
-                    for call in inbox {
-                        call(&conn);
                     }
                 }
             });
@@ -382,6 +385,12 @@ impl Odbc {
                 )));
             }
         };
+        // The driver's sockets: those the login opened.
+        let sockets: Vec<i32> = sockets()
+            .into_iter()
+            .filter(|(fd, _)| !before.contains(fd))
+            .map(|(fd, _)| fd)
+            .collect();
         no_delay_on_tcp_sockets();
         Ok(Odbc {
             conn: Some(conn),
@@ -389,45 +398,44 @@ impl Odbc {
             limits,
             transaction: false,
             abandoned: false,
-            worker: calls,
+            sockets,
             secrets,
         })
     }
 
-    /// Runs `work` on the connection's thread (the one that logged in) and waits at most the
-    /// statement limit plus the watchdog's grace. ODBC's query timeout is a statement
-    /// attribute: nothing bounds SQLEndTran (a deferred trigger can make COMMIT run for as
-    /// long as it likes) or a connection attribute the driver sends to the server, and the
-    /// statement watchdog has no statement to cancel there. Past the limit the connection
-    /// is abandoned to that thread (never used or freed again; the session ends with the
-    /// process). The thread takes no process signals (`signals::keep_off_this_thread`), so
-    /// none is taken behind `commit_guarded`'s back.
-    fn bounded<R: Send + 'static>(
+    /// Runs `work` on the connection within the statement limit plus the watchdog's grace.
+    /// ODBC's query timeout is a statement attribute: nothing bounds SQLEndTran (a deferred
+    /// trigger can make COMMIT run for as long as it likes) or a connection attribute the
+    /// driver sends to the server, and there is no statement to cancel. Past the limit the
+    /// watchdog shuts the connection's sockets down under the call, so that the driver
+    /// fails it as a lost connection; the connection is then abandoned (the session ends
+    /// with the process), and a call that does not return even so ends the run.
+    fn bounded<R>(
         &mut self,
-        work: impl FnOnce(&handles::Connection<'static>) -> R + Send + 'static,
+        what: &str,
+        work: impl FnOnce(&handles::Connection<'static>) -> R,
     ) -> Result<R, Unanswered> {
-        if self.conn.is_none() || self.abandoned {
+        let Some(conn) = self.conn.as_ref().filter(|_| !self.abandoned) else {
             return Err(Unanswered::Closed);
-        }
-        let (sender, receiver) = mpsc::sync_channel(1);
-        let call: Call = Box::new(move |conn| {
-            let _ = sender.send(work(conn));
-        });
-        if self.worker.send(call).is_err() {
-            self.abandoned = true;
-            return Err(Unanswered::Lost);
-        }
+        };
         let limit = self.limits.statement + WATCHDOG_GRACE;
-        match receiver.recv_timeout(limit) {
-            Ok(answer) => Ok(answer),
-            Err(e) => {
-                self.abandoned = true;
-                Err(match e {
-                    mpsc::RecvTimeoutError::Timeout => Unanswered::Stalled(limit),
-                    mpsc::RecvTimeoutError::Disconnected => Unanswered::Lost,
-                })
-            }
+        let sockets = self.sockets.clone();
+        let watchdog = Watchdog::arm(
+            limit,
+            move || shut_down(&sockets),
+            format!(
+                "{what} has had no answer for {} s, past its time limit, even with the \
+                 connection shut down: giving up (whether a COMMIT took effect is unknown; the \
+                 mail stays queued)",
+                (limit + INTERRUPT_GRACE).as_secs()
+            ),
+        );
+        let answer = work(conn);
+        if watchdog.fired() {
+            self.abandoned = true;
+            return Err(Unanswered::Stalled(limit));
         }
+        Ok(answer)
     }
 
     fn error(&self, step: DbStep, records: &[Diagnostic], what: &str) -> DbError {
@@ -476,7 +484,9 @@ impl Backend for Odbc {
 
     fn begin(&mut self) -> Result<(), DbError> {
         // MariaDB's driver sends the switch to the server, which may not answer: bounded.
-        match self.bounded(|conn| succeeded(conn.set_autocommit(false))) {
+        match self.bounded("switching autocommit off", |conn| {
+            succeeded(conn.set_autocommit(false))
+        }) {
             Ok(true) => {
                 self.transaction = true;
                 Ok(())
@@ -496,7 +506,7 @@ impl Backend for Odbc {
         // and after it (else nobody can tell whether it was: deferring may store the
         // message twice, which a Duplicate statement prevents; reporting success might
         // lose it).
-        let ended = self.bounded(|conn| {
+        let ended = self.bounded("COMMIT", |conn| {
             if connection_dead(conn) {
                 Ended::DeadBefore
             } else if !succeeded(conn.commit()) {
@@ -504,11 +514,6 @@ impl Backend for Odbc {
             } else if connection_dead(conn) {
                 Ended::DeadAfter
             } else {
-                // Committed: the switch back on can only cost time; in the same call, since
-                // each call is a round trip to the worker thread.
-                if !succeeded(conn.set_autocommit(true)) {
-                    crate::debug!("odbc: autocommit could not be switched back on after COMMIT");
-                }
                 Ended::Committed
             }
         });
@@ -540,6 +545,14 @@ impl Backend for Odbc {
             Err(e) => return Err(e.error(DbStep::Commit, "COMMIT")),
         }
         self.transaction = false;
+        // Committed: the switch back on can only cost time (bounded on its own, so that it
+        // cannot make a COMMIT that succeeded look unanswered).
+        let switched = self.bounded("switching autocommit on", |conn| {
+            succeeded(conn.set_autocommit(true))
+        });
+        if !matches!(switched, Ok(true)) {
+            crate::debug!("odbc: autocommit could not be switched back on after COMMIT");
+        }
         Ok(())
     }
 
@@ -548,7 +561,7 @@ impl Backend for Odbc {
             // Abandoned: the server rolls back when the session ends with the process.
             return Ok(());
         }
-        let rolled_back = self.bounded(|conn| {
+        let rolled_back = self.bounded("ROLLBACK", |conn| {
             let done = succeeded(conn.rollback());
             if done {
                 let _ = conn.set_autocommit(true);
@@ -573,7 +586,7 @@ impl Drop for Odbc {
     fn drop(&mut self) {
         if self.conn.is_some() && !self.abandoned {
             let transaction = self.transaction;
-            let _ = self.bounded(move |conn| {
+            let _ = self.bounded("closing the connection", move |conn| {
                 if transaction {
                     let _ = conn.rollback();
                 }

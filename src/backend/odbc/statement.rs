@@ -4,8 +4,6 @@
 
 use std::ffi::c_void;
 use std::ptr::null_mut;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use odbc_api::sys::{
@@ -14,6 +12,7 @@ use odbc_api::sys::{
 };
 
 use super::diagnostics::{Diagnostic, diagnostics};
+use super::watchdog::{INTERRUPT_GRACE, Watchdog};
 use super::{Odbc, ok};
 use crate::backend::Row;
 use crate::error::{DbError, DbStep, Retry};
@@ -111,99 +110,32 @@ impl Drop for Stmt {
     }
 }
 
-/// Cancels a statement that is still running when its time is up, for drivers that accept a
-/// query timeout but do not enforce it. Should the cancel not free the statement either (a
-/// server that stopped answering), the watchdog reports it and raises SIGALRM, which ends
-/// the run with the mailer's "try again" status (`signals.rs`): uncommitted, the mail waits.
-/// Dropping the watchdog disarms it; the statement handle is never touched after that.
-struct Watchdog {
-    shared: Arc<WatchdogState>,
-}
-
-struct WatchdogState {
-    /// Set when the statement is done; guards the handle while a cancel is in flight.
-    done: Mutex<bool>,
-    wake: Condvar,
-    /// The same, readable while a cancel holds `done`.
-    finished: AtomicBool,
-}
-
-/// How long a cancelled statement may take to give up before the run is ended.
-const CANCEL_GRACE: Duration = Duration::from_secs(10);
-
-/// The raw handle, moved to the watchdog's threads.
+/// The raw handle, moved to the watchdog's interrupting thread.
 #[derive(Clone, Copy)]
 struct SendHandle(HStmt);
 
-// SAFETY: ODBC allows SQLCancel on a statement from another thread while it executes; it is
-// called only with the `done` lock held and `done` false, and `Watchdog::drop` takes that lock
-// before the handle can be freed.
+// SAFETY: ODBC allows SQLCancel on a statement from another thread while it executes; the
+// watchdog cancels only while the statement is not done, and the statement is freed only
+// after its watchdog is dropped.
 unsafe impl Send for SendHandle {}
 
-impl Watchdog {
-    fn arm(stmt: &Stmt, limit: Duration) -> Watchdog {
-        let shared = Arc::new(WatchdogState {
-            done: Mutex::new(false),
-            wake: Condvar::new(),
-            finished: AtomicBool::new(false),
-        });
-        let theirs = Arc::clone(&shared);
-        let handle = SendHandle(stmt.handle);
-        let spawned = std::thread::Builder::new()
-            .name("odbc-watchdog".into())
-            .spawn(move || watch(&theirs, handle, limit));
-        if let Err(e) = spawned {
-            crate::debug!("odbc: no statement watchdog ({e})");
-        }
-        Watchdog { shared }
-    }
-}
-
-fn watch(state: &Arc<WatchdogState>, handle: SendHandle, limit: Duration) {
-    {
-        let guard = state.done.lock().unwrap_or_else(|e| e.into_inner());
-        let (guard, _) = state
-            .wake
-            .wait_timeout_while(guard, limit, |done| !*done)
-            .unwrap_or_else(|e| e.into_inner());
-        if *guard {
-            return;
-        }
-    }
-    crate::debug!("odbc: statement still running after {limit:?}: cancelling it");
-    // The cancel itself may block (some drivers wait for the server): on its own thread.
-    let canceller = Arc::clone(state);
-    let _ = std::thread::Builder::new()
-        .name("odbc-cancel".into())
-        .spawn(move || {
+/// A watchdog that cancels a statement still running when its time is up, for drivers
+/// that accept a query timeout but do not enforce it.
+fn watchdog(stmt: &Stmt, limit: Duration) -> Watchdog {
+    let handle = SendHandle(stmt.handle);
+    Watchdog::arm(
+        limit,
+        move || {
             let handle = handle;
-            let done = canceller.done.lock().unwrap_or_else(|e| e.into_inner());
-            if !*done {
-                // SAFETY: the statement cannot be freed while `done` is held and false.
-                let _ = unsafe { sys::SQLCancel(handle.0) };
-            }
-        });
-    let deadline = std::time::Instant::now() + CANCEL_GRACE;
-    while std::time::Instant::now() < deadline {
-        if state.finished.load(Ordering::SeqCst) {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    crate::report::error(&format!(
-        "a statement has been running for {} s, past its time limit, and does not react to \
-         being cancelled: giving up (nothing was committed; the mail stays queued)",
-        (limit + CANCEL_GRACE).as_secs()
-    ));
-    let _ = nix::sys::signal::kill(nix::unistd::getpid(), nix::sys::signal::Signal::SIGALRM);
-}
-
-impl Drop for Watchdog {
-    fn drop(&mut self) {
-        self.shared.finished.store(true, Ordering::SeqCst);
-        *self.shared.done.lock().unwrap_or_else(|e| e.into_inner()) = true;
-        self.shared.wake.notify_all();
-    }
+            // SAFETY: the statement cannot be freed while the watchdog is armed.
+            let _ = unsafe { sys::SQLCancel(handle.0) };
+        },
+        format!(
+            "a statement has been running for {} s, past its time limit, and does not react \
+             to being cancelled: giving up (nothing was committed; the mail stays queued)",
+            (limit + INTERRUPT_GRACE).as_secs()
+        ),
+    )
 }
 
 impl Odbc {
@@ -380,7 +312,7 @@ impl Odbc {
             }
         }
 
-        let _watchdog = Watchdog::arm(stmt, self.limits.statement + WATCHDOG_GRACE);
+        let _watchdog = watchdog(stmt, self.limits.statement + WATCHDOG_GRACE);
         // SAFETY: every bound buffer above is still alive and unmoved.
         let mut ret = unsafe { sys::SQLExecute(stmt.handle) };
         while ret == SqlReturn::NEED_DATA {
