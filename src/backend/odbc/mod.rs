@@ -425,8 +425,8 @@ impl Odbc {
             move || shut_down(&sockets),
             format!(
                 "{what} has had no answer for {} s, past its time limit, even with the \
-                 connection shut down: giving up (whether a COMMIT took effect is unknown; the \
-                 mail stays queued)",
+                 connection shut down: giving up (delivered if a COMMIT was acknowledged \
+                 before, else deferred: the outcome of a COMMIT still running is unknown)",
                 (limit + INTERRUPT_GRACE).as_secs()
             ),
         );
