@@ -213,6 +213,18 @@ pub fn procedure_call(sql: &str) -> &str {
     body
 }
 
+/// The descriptors open in this process, or `None` without `/proc`: the backends find the
+/// sockets their client library opened by what is new after connecting.
+#[cfg(any(feature = "postgres", feature = "odbc"))]
+pub(crate) fn open_fds() -> Option<std::collections::HashSet<std::os::fd::RawFd>> {
+    let entries = std::fs::read_dir("/proc/self/fd").ok()?;
+    Some(
+        entries
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .collect(),
+    )
+}
+
 /// Whether an SQLSTATE says that trying again later can succeed: connection (08), resources
 /// (53, 57), deadlock or serialization (40001, PostgreSQL's 40P01), a statement whose
 /// completion is unknown (40003), timeouts (ODBC's, and PostgreSQL's idle-in-transaction

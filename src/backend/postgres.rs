@@ -139,7 +139,7 @@ impl Postgres {
             .name("postgres".into())
             .spawn(move || {
                 crate::signals::keep_off_this_thread();
-                let before = direct::open_fds();
+                let before = super::open_fds();
                 let mut client = match config.connect(NoTls) {
                     Ok(client) => client,
                     Err(e) => {

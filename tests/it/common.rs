@@ -419,3 +419,33 @@ pub fn strace_available() -> bool {
     eprintln!("skipping: no strace (apt-get install strace)");
     false
 }
+
+/// The positions (from 1, as strace's `when=` counts them) of the fsyncs in an
+/// `strace -y -e trace=fsync` log made on descriptors whose path contains `path`.
+pub fn fsync_positions(trace: &str, path: &str) -> Vec<usize> {
+    trace
+        .lines()
+        .filter(|l| l.contains("fsync("))
+        .enumerate()
+        .filter(|(_, l)| l.contains(path))
+        .map(|(i, _)| i + 1)
+        .collect()
+}
+
+/// A wrapper (for `Run::wrapped_output`) under which the fsyncs strace's `when` names fail
+/// with EIO.
+pub fn failing_fsyncs(when: &str) -> Vec<String> {
+    let inject = format!("inject=fsync:error=EIO:when={when}");
+    [
+        "strace",
+        "-f",
+        "-e",
+        "trace=fsync",
+        "-e",
+        &inject,
+        "-o",
+        "/dev/null",
+    ]
+    .map(String::from)
+    .to_vec()
+}

@@ -195,34 +195,19 @@ fn a_failed_directory_sync_leaves_the_wal_unmarked() {
     let probe = Setup::standard("");
     let dir = probe.dir.path().canonicalize().unwrap();
     let trace = probe.delivery_straced("Subject: hi\n\nhello\n", "fsync", "strace");
-    let fsyncs: Vec<&str> = trace.lines().filter(|l| l.contains("fsync(")).collect();
-    let dir_fsync = format!("<{}>)", dir.display());
-    let at: Vec<usize> = (1..=fsyncs.len())
-        .filter(|&i| fsyncs[i - 1].contains(&dir_fsync))
-        .collect();
+    let at = fsync_positions(&trace, &format!("<{}>)", dir.display()));
     // The last two: SQLite's at the commit and virt_mail's own after it (a first delivery
     // also syncs it for the rollback journal of the switch to WAL mode).
     let [.., first, second] = at[..] else {
         panic!("SQLite's and virt_mail's own directory fsyncs:\n{trace}");
     };
-    let inject = format!(
-        "inject=fsync:error=EIO:when={first}..{second}+{}",
-        second - first
-    );
+    let failing = failing_fsyncs(&format!("{first}..{second}+{}", second - first));
+    let failing: Vec<&str> = failing.iter().map(String::as_str).collect();
     let out = s
         .run()
         .args(["--debug", "-l", "alice"])
         .stdin("Subject: hi\n\nhello\n")
-        .wrapped_output(&[
-            "strace",
-            "-f",
-            "-e",
-            "trace=fsync",
-            "-e",
-            &inject,
-            "-o",
-            "/dev/null",
-        ]);
+        .wrapped_output(&failing);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(
         text(&out.stderr).contains("directory not synced"),

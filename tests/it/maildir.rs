@@ -361,22 +361,12 @@ fn a_failed_sync_of_new_defers_and_leaves_no_copy_behind() {
     ]);
     assert_eq!(out.status.code(), Some(0));
     let trace = std::fs::read_to_string(&log).unwrap();
-    let fsyncs: Vec<&str> = trace.lines().filter(|l| l.contains("fsync(")).collect();
-    let at = 1 + fsyncs
-        .iter()
-        .position(|l| l.contains("/Maildir/new>"))
-        .unwrap_or_else(|| panic!("no fsync of new/:\n{trace}"));
-    let inject = format!("inject=fsync:error=EIO:when={at}");
-    let out = deliver(&[
-        "strace",
-        "-f",
-        "-e",
-        "trace=fsync",
-        "-e",
-        &inject,
-        "-o",
-        "/dev/null",
-    ]);
+    let at = fsync_positions(&trace, "/Maildir/new>");
+    let Some(&at) = at.first() else {
+        panic!("no fsync of new/:\n{trace}");
+    };
+    let failing = failing_fsyncs(&at.to_string());
+    let out = deliver(&failing.iter().map(String::as_str).collect::<Vec<_>>());
     assert_eq!(out.status.code(), Some(75), "{}", text(&out.stderr));
     assert!(
         text(&out.stderr).contains("sync new/"),

@@ -15,7 +15,7 @@ use std::os::fd::FromRawFd;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::common::*;
-use crate::scenarios::Case;
+use crate::scenarios::{Case, HeldCommit};
 use crate::stores::odbc::{Kind, Odbc};
 use crate::stores::{self, Store};
 
@@ -648,22 +648,12 @@ fn a_commit_past_the_statement_limit_defers() {
         return;
     };
     let case = Case::new(&store);
-    let t = &case.t;
-    store.exec(&format!("CREATE TABLE {t}_release (go INT)"));
-    store.exec(&format!(
-        "CREATE FUNCTION {t}_at_commit() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
-         FOR i IN 1..300 LOOP EXIT WHEN EXISTS (SELECT 1 FROM {t}_release); \
-         PERFORM pg_sleep(0.1); END LOOP; RETURN NULL; END $$"
-    ));
-    store.exec(&format!(
-        "CREATE CONSTRAINT TRIGGER {t}_slow AFTER INSERT ON {t}_mail \
-         DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION {t}_at_commit()"
-    ));
+    let held = HeldCommit::on(&case);
     case.configure("StatementTimeout = 3");
     let start = Instant::now();
     let out = case.run().args(["-l", "alice"]).expect(75);
     let took = start.elapsed();
-    store.exec(&format!("INSERT INTO {t}_release VALUES (1)"));
+    held.release();
     assert!(
         took >= Duration::from_secs(3) && took < Duration::from_secs(8),
         "took {took:?}"
@@ -675,8 +665,6 @@ fn a_commit_past_the_statement_limit_defers() {
     );
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
     assert_eq!(text(&out.stdout), "\nThe mail store is unavailable.\n");
-    store.exec(&format!("DROP TABLE {t}_release"));
-    store.exec(&format!("DROP FUNCTION {t}_at_commit() CASCADE"));
 }
 
 /// MariaDB's snapshot isolation conflict (1020) defers through Connector/ODBC too, which

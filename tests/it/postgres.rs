@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use crate::common::*;
-use crate::scenarios::Case;
+use crate::scenarios::{Case, HeldCommit};
 use crate::stores::{self, Store, postgres::Postgres};
 
 fn store() -> Option<Postgres> {
@@ -394,22 +394,12 @@ fn row_lock_past_the_statement_limit_defers() {
 fn a_commit_past_the_backstop_defers_with_its_outcome_unknown() {
     let Some(store) = store() else { return };
     let case = Case::new(&store);
-    let t = case.t.clone();
-    store.exec(&format!("CREATE TABLE {t}_release (go INT)"));
-    store.exec(&format!(
-        "CREATE FUNCTION {t}_at_commit() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
-         FOR i IN 1..300 LOOP EXIT WHEN EXISTS (SELECT 1 FROM {t}_release); \
-         PERFORM pg_sleep(0.1); END LOOP; RETURN NULL; END $$"
-    ));
-    store.exec(&format!(
-        "CREATE CONSTRAINT TRIGGER {t}_slow AFTER INSERT ON {t}_mail \
-         DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION {t}_at_commit()"
-    ));
+    let held = HeldCommit::on(&case);
     case.configure("StatementTimeout = 1");
     let start = Instant::now();
     let out = case.run().args(["-l", "alice"]).expect(75);
     let took = start.elapsed();
-    store.exec(&format!("INSERT INTO {t}_release VALUES (1)"));
+    held.release();
     assert!(
         took >= Duration::from_secs(1) && took < Duration::from_secs(10),
         "took {took:?}"
@@ -417,8 +407,6 @@ fn a_commit_past_the_backstop_defers_with_its_outcome_unknown() {
     let err = text(&out.stderr);
     assert!(err.contains("outcome of the COMMIT is unknown"), "{err}");
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
-    store.exec(&format!("DROP TABLE {t}_release"));
-    store.exec(&format!("DROP FUNCTION {t}_at_commit() CASCADE"));
 }
 
 /// (d) A wrong password defers (75) and is never printed, with or without --debug.

@@ -996,3 +996,50 @@ mod streaming {
         }
     }
 }
+
+/// PostgreSQL (natively or through psqlODBC): a deferred trigger on a case's mail table
+/// that holds every COMMIT until `release` (30 s at most), so that a COMMIT runs past any
+/// time limit. Dropping it releases the trigger and removes it.
+#[cfg(any(feature = "postgres", feature = "odbc"))]
+pub struct HeldCommit<'s> {
+    store: &'s dyn Store,
+    t: String,
+}
+
+#[cfg(any(feature = "postgres", feature = "odbc"))]
+impl<'s> HeldCommit<'s> {
+    pub fn on(case: &Case<'s>) -> HeldCommit<'s> {
+        let (store, t) = (case.store, case.t.clone());
+        store.exec(&format!("CREATE TABLE {t}_release (go INT)"));
+        store.exec(&format!(
+            "CREATE FUNCTION {t}_at_commit() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+             FOR i IN 1..300 LOOP EXIT WHEN EXISTS (SELECT 1 FROM {t}_release); \
+             PERFORM pg_sleep(0.1); END LOOP; RETURN NULL; END $$"
+        ));
+        store.exec(&format!(
+            "CREATE CONSTRAINT TRIGGER {t}_slow AFTER INSERT ON {t}_mail \
+             DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION {t}_at_commit()"
+        ));
+        HeldCommit { store, t }
+    }
+
+    /// Lets the held COMMITs end.
+    pub fn release(&self) {
+        self.store
+            .exec(&format!("INSERT INTO {}_release VALUES (1)", self.t));
+    }
+}
+
+#[cfg(any(feature = "postgres", feature = "odbc"))]
+impl Drop for HeldCommit<'_> {
+    fn drop(&mut self) {
+        let t = &self.t;
+        let _ = self
+            .store
+            .try_exec(&format!("INSERT INTO {t}_release VALUES (1)"));
+        let _ = self.store.try_exec(&format!("DROP TABLE {t}_release"));
+        let _ = self
+            .store
+            .try_exec(&format!("DROP FUNCTION {t}_at_commit() CASCADE"));
+    }
+}

@@ -240,9 +240,9 @@ impl Unanswered {
 /// a 1-byte write of its own), and that piece then waits for the server's delayed ACK: 40 ms
 /// per delivery, measured (docs/PERFORMANCE.md). The driver's sockets are the only TCP
 /// sockets this process has; anything else (a unix socket, a pipe) is left alone.
-fn no_delay_on_tcp_sockets() {
+fn no_delay_on_tcp_sockets(sockets: &[(i32, nix::libc::c_int)]) {
     use nix::libc;
-    for (fd, domain) in sockets() {
+    for &(fd, domain) in sockets {
         if !matches!(domain, libc::AF_INET | libc::AF_INET6) {
             continue;
         }
@@ -263,20 +263,11 @@ fn no_delay_on_tcp_sockets() {
     }
 }
 
-/// The process's open descriptors.
-fn descriptors() -> Vec<i32> {
-    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
-        return Vec::new();
-    };
-    dir.flatten()
-        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok()))
-        .collect()
-}
-
 /// The socket descriptors among them, with their address family.
 fn sockets() -> Vec<(i32, nix::libc::c_int)> {
     use nix::libc;
-    descriptors()
+    super::open_fds()
+        .unwrap_or_default()
         .into_iter()
         .filter_map(|fd| {
             let mut domain: libc::c_int = 0;
@@ -386,12 +377,10 @@ impl Odbc {
             }
         };
         // The driver's sockets: those the login opened.
-        let sockets: Vec<i32> = sockets()
-            .into_iter()
-            .filter(|(fd, _)| !before.contains(fd))
-            .map(|(fd, _)| fd)
-            .collect();
-        no_delay_on_tcp_sockets();
+        let mut sockets = sockets();
+        sockets.retain(|(fd, _)| !before.contains(fd));
+        no_delay_on_tcp_sockets(&sockets);
+        let sockets = sockets.into_iter().map(|(fd, _)| fd).collect();
         Ok(Odbc {
             conn: Some(conn),
             dbms,

@@ -30,19 +30,9 @@ use postgres_protocol::message::backend::{DataRowBody, ErrorFields, Message};
 use postgres_protocol::message::frontend;
 
 use super::{Param, server_error, to_value};
-use crate::backend::Row;
+use crate::backend::{Row, open_fds};
 use crate::error::{DbError, DbStep, Retry};
 use crate::spool::{self, PIECE};
-
-/// The descriptors open in this process, or `None` without `/proc`.
-pub fn open_fds() -> Option<HashSet<RawFd>> {
-    let entries = std::fs::read_dir("/proc/self/fd").ok()?;
-    Some(
-        entries
-            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-            .collect(),
-    )
-}
 
 /// The crate's connection socket, by descriptor and inode.
 #[derive(Debug)]
